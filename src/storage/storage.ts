@@ -1,0 +1,42 @@
+/**
+ * Storage: the dumb object store under a repository. Keys are slash-separated
+ * relative paths ("data/ab/abcd…", "index/…", "snapshots/…", "locks/…", "config").
+ *
+ * Guarantees every driver gives (checked by test/storage/contract.ts):
+ * - put is atomic: a reader sees the whole object or nothing, never a partial one,
+ *   also when the writer is killed mid-write.
+ * - read after write: once put resolves, get/stat/list see the object.
+ * - put with `ifNoneMatch` is a conditional create: it throws AlreadyExistsError
+ *   when the key exists, and exactly one of two racing creators wins.
+ * - get/stat of a missing key: get throws NotFoundError, stat returns undefined.
+ * - delete is idempotent: deleting a missing key succeeds.
+ * - Transient backend errors are retried inside the driver; what escapes is final
+ *   (UnreachableError, AuthError, NoSpaceError, NotFoundError, AlreadyExistsError).
+ */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  mtime: Date;
+}
+
+export interface PutOptions {
+  /** Conditional create: fail with AlreadyExistsError when the key exists. */
+  ifNoneMatch?: boolean;
+}
+
+export interface Storage {
+  /** Human-readable location with credentials redacted, for logs and errors. */
+  readonly location: string;
+  /** Store an object atomically (overwrite unless ifNoneMatch). */
+  put(key: string, data: Uint8Array, options?: PutOptions): Promise<void>;
+  /** Read an object, or `length` bytes from `offset`. Throws NotFoundError when absent. */
+  get(key: string, range?: { offset: number; length: number }): Promise<Buffer>;
+  /** Size and modification time, or undefined when absent. */
+  stat(key: string): Promise<ObjectInfo | undefined>;
+  /** Every object whose key starts with prefix, in no particular order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Remove an object; succeeds when it is already gone. */
+  delete(key: string): Promise<void>;
+  /** Release connections and handles. */
+  close(): Promise<void>;
+}
