@@ -1,0 +1,378 @@
+/**
+ * Repository: the storage plane's format over a Storage. Content-addressed,
+ * deduplicated, compressed and optionally encrypted blobs in packs; an index
+ * rebuildable from the packs; manifests that make backups exist.
+ *
+ * Write order is packs → index → manifest (flush() then saveManifest()).
+ * Nothing here deletes except prune.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import pLimit from 'p-limit';
+import { decompress } from 'zstd-napi';
+import {
+  AlreadyExistsError,
+  IntegrityError,
+  NoRepositoryError,
+  NotFoundError,
+  UsageError,
+  WrongKeyError,
+  fromSystemError,
+} from '../errors.js';
+import type { Storage } from '../storage/storage.js';
+import { log } from '../util/log.js';
+import {
+  type Keys,
+  decodeStructured,
+  deriveKeys,
+  encodeStructured,
+  keyCheck,
+  keyedHash,
+  open as openSealed,
+  parseKeyFile,
+  plainHash,
+  verifyKeyCheck,
+} from './crypto.js';
+import { type IndexFile, MasterIndex } from './index.js';
+import { RepoLock } from './lock.js';
+import { type Manifest, isBackupId, manifestKey, validateManifest } from './manifest.js';
+import { PackBuilder, type PackEntry, packKey } from './pack.js';
+import type { BlobId, BlobStore, BlobType, SaveResult } from './types.js';
+import { CompressPool } from './workers.js';
+
+export interface RepoConfig {
+  version: 1;
+  id: string;
+  createdAt: string;
+  compression: { algorithm: 'zstd'; level: number };
+  chunker: { minSize: number; avgSize: number; maxSize: number };
+  packSize: number;
+  /** Unencrypted repositories only. */
+  hashKey?: string;
+  encryption: null | { algorithm: 'aes-256-gcm'; kdf: 'hkdf-sha256'; salt: string; check: string };
+}
+
+export interface InitOptions {
+  keyFile?: string;
+  compressionLevel?: number;
+  packSize?: number;
+}
+
+export interface OpenOptions {
+  keyFile?: string;
+  /** Overrides the compression level recorded in the repository config (for this session). */
+  compressionLevel?: number;
+  /** Worker threads for compression (default: one per core). */
+  threads?: number;
+}
+
+async function readKeyFile(path: string): Promise<Buffer> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read key file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  return parseKeyFile(text, path);
+}
+
+export class Repository implements BlobStore {
+  readonly index = new MasterIndex();
+  #pending = new Map<BlobId, Promise<SaveResult>>();
+  #pool?: CompressPool;
+  #pack = new PackBuilder();
+  #uploads = new Set<Promise<void>>();
+  #uploadLimit = pLimit(3);
+  #written: { id: string; blobs: PackEntry[] }[] = [];
+  #failure?: unknown;
+  #lock?: RepoLock;
+  #indexLoaded = false;
+
+  private constructor(
+    readonly storage: Storage,
+    readonly config: RepoConfig,
+    readonly keys: Keys,
+    private readonly opts: OpenOptions,
+  ) {}
+
+  /** Create a new repository. NoRepositoryError never; UsageError when one already exists. */
+  static async init(storage: Storage, opts: InitOptions = {}): Promise<Repository> {
+    const id = randomBytes(16).toString('hex');
+    const base = {
+      version: 1 as const,
+      id,
+      createdAt: new Date().toISOString(),
+      compression: { algorithm: 'zstd' as const, level: opts.compressionLevel ?? 3 },
+      chunker: { minSize: 512 << 10, avgSize: 1 << 20, maxSize: 8 << 20 },
+      packSize: opts.packSize ?? 16 << 20,
+    };
+    let config: RepoConfig;
+    let keys: Keys;
+    if (opts.keyFile) {
+      const salt = randomBytes(16);
+      keys = deriveKeys(await readKeyFile(opts.keyFile), salt);
+      config = { ...base, encryption: { algorithm: 'aes-256-gcm', kdf: 'hkdf-sha256', salt: salt.toString('hex'), check: keyCheck(keys.encKey!, id) } };
+    } else {
+      keys = { hashKey: randomBytes(32) };
+      config = { ...base, hashKey: keys.hashKey.toString('hex'), encryption: null };
+    }
+    try {
+      await storage.put('config', Buffer.from(JSON.stringify(config, null, 2) + '\n'), { ifNoneMatch: true });
+    } catch (err) {
+      if (err instanceof AlreadyExistsError) throw new UsageError(`a repository already exists at ${storage.location}`);
+      throw fromSystemError(err, `cannot create repository at ${storage.location}`);
+    }
+    const repo = new Repository(storage, config, keys, {});
+    repo.#indexLoaded = true;
+    return repo;
+  }
+
+  /** Open an existing repository. NoRepositoryError when absent, WrongKeyError for a wrong or missing key. */
+  static async open(storage: Storage, opts: OpenOptions = {}): Promise<Repository> {
+    let raw: Buffer;
+    try {
+      raw = await storage.get('config');
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new NoRepositoryError(`no Permafrost repository at ${storage.location} (run "permafrost init")`);
+      throw err;
+    }
+    let config: RepoConfig;
+    try {
+      config = JSON.parse(raw.toString('utf8')) as RepoConfig;
+    } catch {
+      throw new NoRepositoryError(`${storage.location} is not a Permafrost repository (config is not JSON)`);
+    }
+    if (config?.version !== 1 || typeof config.id !== 'string') throw new NoRepositoryError(`${storage.location} is not a Permafrost repository (unknown config version)`);
+    let keys: Keys;
+    if (config.encryption) {
+      if (!opts.keyFile) throw new WrongKeyError(`repository ${storage.location} is encrypted: give --key-file`);
+      keys = deriveKeys(await readKeyFile(opts.keyFile), Buffer.from(config.encryption.salt, 'hex'));
+      verifyKeyCheck(keys.encKey!, config.id, config.encryption.check);
+    } else {
+      if (typeof config.hashKey !== 'string' || !/^[0-9a-f]{64}$/.test(config.hashKey)) throw new IntegrityError('repository config: bad hash key');
+      keys = { hashKey: Buffer.from(config.hashKey, 'hex') };
+    }
+    return new Repository(storage, config, keys, opts);
+  }
+
+  get encrypted(): boolean {
+    return this.keys.encKey !== undefined;
+  }
+
+  // ---- locking ---------------------------------------------------------
+
+  /** Take the repository lock for this session (released by close()). */
+  async lock(exclusive: boolean, purpose: string): Promise<void> {
+    this.#lock = await RepoLock.acquire(this.storage, exclusive, purpose);
+  }
+
+  // ---- index -----------------------------------------------------------
+
+  /** Load every index file (once). */
+  async loadIndex(): Promise<void> {
+    if (this.#indexLoaded) return;
+    const ids: string[] = [];
+    for await (const o of this.storage.list('index/')) ids.push(o.key.slice('index/'.length));
+    const limit = pLimit(8);
+    await Promise.all(
+      ids.map((id) =>
+        limit(async () => {
+          const data = await this.storage.get(`index/${id}`);
+          if (plainHash(data) !== id) throw new IntegrityError(`index ${id}: content does not match its name`);
+          this.index.merge(id, decodeStructured<IndexFile>(this.keys.encKey, data, `index ${id}`));
+        }),
+      ),
+    );
+    this.#indexLoaded = true;
+  }
+
+  /** Write an index file naming the given packs. Returns its ID. */
+  async writeIndex(packs: { id: string; blobs: PackEntry[] }[]): Promise<string> {
+    const data = encodeStructured(this.keys.encKey, { version: 1, packs } satisfies IndexFile);
+    const id = plainHash(data);
+    await this.storage.put(`index/${id}`, data);
+    this.index.files.add(id);
+    return id;
+  }
+
+  // ---- blobs -----------------------------------------------------------
+
+  hash(data: Uint8Array): BlobId {
+    return keyedHash(this.keys.hashKey, data);
+  }
+
+  has(id: BlobId): boolean {
+    return this.index.has(id) || this.#pending.has(id);
+  }
+
+  saveBlob(type: BlobType, data: Buffer, id?: BlobId): Promise<SaveResult> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    const blobId = id ?? this.hash(data);
+    if (this.index.has(blobId)) return Promise.resolve({ id: blobId, isNew: false, storedSize: 0 });
+    if (this.#pending.has(blobId)) return Promise.resolve({ id: blobId, isNew: false, storedSize: 0 });
+    this.#pool ??= new CompressPool(this.opts.compressionLevel ?? this.config.compression.level, this.keys.encKey, this.opts.threads);
+    const p = this.#pool.pack(data).then(({ stored, flags }) => {
+      if (this.#failure) throw this.#failure;
+      this.#pack.add(blobId, type, stored, data.length, flags);
+      if (this.#pack.size >= this.config.packSize) this.#finishPack();
+      return { id: blobId, isNew: true, storedSize: stored.length };
+    });
+    this.#pending.set(blobId, p);
+    p.catch((err) => {
+      this.#failure ??= err;
+    });
+    return p;
+  }
+
+  #finishPack(): void {
+    const builder = this.#pack;
+    this.#pack = new PackBuilder();
+    if (builder.count === 0) return;
+    const { id, bytes } = builder.finish(this.keys.encKey);
+    const entries = builder.entries;
+    const upload = this.#uploadLimit(async () => {
+      try {
+        await this.storage.put(packKey(id), bytes);
+      } catch (err) {
+        throw fromSystemError(err, `cannot write pack to ${this.storage.location}`);
+      }
+      this.#written.push({ id, blobs: entries });
+    })
+      .catch((err) => {
+        this.#failure ??= err;
+      })
+      .finally(() => this.#uploads.delete(upload));
+    this.#uploads.add(upload);
+  }
+
+  /**
+   * Make everything saved so far durable: wait for compression, write the last
+   * pack, wait for uploads, then write one index file for the new packs.
+   * After it resolves, a manifest may name any blob saved before the call.
+   */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.#pending.values()]);
+    if (this.#failure) throw this.#failure;
+    this.#finishPack();
+    while (this.#uploads.size > 0) await Promise.all([...this.#uploads]);
+    if (this.#failure) throw this.#failure;
+    const packs = this.#written;
+    this.#written = [];
+    if (packs.length > 0) {
+      try {
+        await this.writeIndex(packs);
+      } catch (err) {
+        throw fromSystemError(err, `cannot write index to ${this.storage.location}`);
+      }
+    }
+    for (const p of packs) this.index.addPack(p.id, p.blobs);
+    this.#pending.clear();
+  }
+
+  /** Bytes of packs waiting for upload or compression (for backpressure by callers). */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  async loadBlob(type: BlobType, id: BlobId): Promise<Buffer> {
+    const loc = this.index.get(id);
+    if (!loc) throw new NotFoundError(`blob ${id} is not in the index`);
+    if (loc.type !== type) throw new IntegrityError(`blob ${id} is a ${loc.type} blob, not ${type}`);
+    const stored = await this.storage.get(packKey(loc.pack), { offset: loc.offset, length: loc.length });
+    return this.decodeBlob(id, stored, loc.flags, loc.rawLength);
+  }
+
+  /** Open, decompress and verify one stored blob. */
+  decodeBlob(id: BlobId, stored: Buffer, flags: number, rawLength: number): Buffer {
+    if (stored.length === 0 && rawLength !== 0) throw new IntegrityError(`blob ${id}: truncated`);
+    const body = openSealed(this.keys.encKey, stored, `blob ${id}`);
+    let plain: Buffer;
+    if (flags & 1) {
+      try {
+        plain = decompress(body);
+      } catch (err) {
+        throw new IntegrityError(`blob ${id}: cannot decompress`, { cause: err });
+      }
+    } else plain = body;
+    if (plain.length !== rawLength || this.hash(plain) !== id) throw new IntegrityError(`blob ${id}: content does not match its ID`);
+    return plain;
+  }
+
+  // ---- manifests -------------------------------------------------------
+
+  /** A fresh backup ID. */
+  static newBackupId(): string {
+    return randomBytes(8).toString('hex');
+  }
+
+  /** Write a manifest (after flush()). Its presence is what makes the backup exist. */
+  async saveManifest(m: Manifest): Promise<void> {
+    validateManifest(m, m.id);
+    const data = encodeStructured(this.keys.encKey, m);
+    await this.storage.put(manifestKey(m.id), data, { ifNoneMatch: true });
+  }
+
+  async listBackupIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const o of this.storage.list('snapshots/')) {
+      const id = o.key.slice('snapshots/'.length);
+      if (isBackupId(id)) ids.push(id);
+    }
+    return ids;
+  }
+
+  async loadManifest(id: string): Promise<Manifest> {
+    if (!isBackupId(id)) throw new NotFoundError(`backup ${id} not found`);
+    let data: Buffer;
+    try {
+      data = await this.storage.get(manifestKey(id));
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new NotFoundError(`backup ${id} not found in ${this.storage.location}`);
+      throw err;
+    }
+    return validateManifest(decodeStructured<unknown>(this.keys.encKey, data, `manifest ${id}`, 256 << 20), id);
+  }
+
+  /** Every manifest; unreadable ones are reported through onError and skipped. */
+  async loadManifests(onError?: (id: string, err: unknown) => void, only?: string[]): Promise<Manifest[]> {
+    const ids = only ?? (await this.listBackupIds());
+    const limit = pLimit(16);
+    const out: Manifest[] = [];
+    await Promise.all(
+      ids.map((id) =>
+        limit(async () => {
+          try {
+            out.push(await this.loadManifest(id));
+          } catch (err) {
+            if (!onError) throw err;
+            onError(id, err);
+          }
+        }),
+      ),
+    );
+    return out.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
+  }
+
+  /** Resolve a full ID or a unique prefix (≥ 4 characters) to a backup ID. */
+  async resolveBackupId(prefix: string): Promise<string> {
+    if (isBackupId(prefix)) return prefix;
+    if (!/^[0-9a-f]{4,16}$/.test(prefix)) throw new NotFoundError(`backup ${prefix} not found (IDs are 16 hex characters; a unique prefix of 4 or more works)`);
+    const hits = (await this.listBackupIds()).filter((id) => id.startsWith(prefix));
+    if (hits.length === 0) throw new NotFoundError(`backup ${prefix} not found in ${this.storage.location}`);
+    if (hits.length > 1) throw new UsageError(`backup ID prefix ${prefix} is ambiguous: ${hits.join(', ')}`);
+    return hits[0]!;
+  }
+
+  // ---- lifecycle -------------------------------------------------------
+
+  /** Stop workers and release the lock. Unflushed data is dropped (it never counted). */
+  async close(): Promise<void> {
+    await this.#pool?.close();
+    this.#pool = undefined;
+    if (this.#lock) {
+      await this.#lock.release().catch((err) => log.warn(`cannot release lock: ${String(err)}`));
+      this.#lock = undefined;
+    }
+    await this.storage.close();
+  }
+}
