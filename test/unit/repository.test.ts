@@ -1,0 +1,147 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { IntegrityError, LockedError, NoRepositoryError, NotFoundError, UsageError, WrongKeyError } from '../../src/errors.js';
+import { newMasterKeyHex } from '../../src/repository/crypto.js';
+import type { Manifest } from '../../src/repository/manifest.js';
+import { readPackHeader } from '../../src/repository/pack.js';
+import { Repository } from '../../src/repository/repository.js';
+import { emptyStats } from '../../src/repository/types.js';
+import { MemStorage } from '../helpers/memstorage.js';
+
+function keyFile(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'pf-key-'));
+  const p = join(dir, 'key');
+  writeFileSync(p, newMasterKeyHex() + '\n', { mode: 0o600 });
+  return p;
+}
+
+function manifest(id: string, root: string): Manifest {
+  const now = new Date().toISOString();
+  return { version: 1, id, name: 'n', host: 'h', engine: 'file', root, source: { kind: 'path', path: '/x' }, dataTimestamp: now, startedAt: now, finishedAt: now, stats: emptyStats(), tags: {} };
+}
+
+describe.each([
+  ['plain', undefined],
+  ['encrypted', keyFile()],
+])('repository (%s)', (_name, kf) => {
+  it('stores, deduplicates and reads back blobs through packs and index', async () => {
+    const st = new MemStorage();
+    const repo = await Repository.init(st, { keyFile: kf, packSize: 64 << 10 });
+    const blobs = Array.from({ length: 50 }, (_, i) => (i % 2 ? randomBytes(10_000) : Buffer.alloc(20_000, i)));
+    const results = await Promise.all(blobs.map((b) => repo.saveBlob('data', b)));
+    expect(results.every((r) => r.isNew)).toBe(true);
+    expect((await repo.saveBlob('data', blobs[3]!)).isNew).toBe(false);
+    await repo.flush();
+    const packs = [...st.objects.keys()].filter((k) => k.startsWith('data/'));
+    expect(packs.length).toBeGreaterThan(1);
+    expect([...st.objects.keys()].filter((k) => k.startsWith('index/'))).toHaveLength(1);
+    await repo.close();
+
+    const again = await Repository.open(st, { keyFile: kf });
+    await again.loadIndex();
+    expect(again.index.size).toBe(50);
+    for (const [i, b] of blobs.entries()) expect((await again.loadBlob('data', results[i]!.id)).equals(b)).toBe(true);
+    // Compressible blobs are stored smaller than they are.
+    const loc = again.index.get(results[0]!.id)!;
+    expect(loc.length).toBeLessThan(2000);
+    // Packs describe themselves.
+    const header = await readPackHeader(st, loc.pack, again.keys.encKey);
+    expect(header.some((e) => e[0] === results[0]!.id)).toBe(true);
+    await again.close();
+  });
+
+  it('detects a corrupted blob on read', async () => {
+    const st = new MemStorage();
+    const repo = await Repository.init(st, { keyFile: kf });
+    const { id } = await repo.saveBlob('data', randomBytes(5000));
+    await repo.flush();
+    const loc = repo.index.get(id)!;
+    const obj = st.objects.get(`data/${loc.pack.slice(0, 2)}/${loc.pack}`)!;
+    obj.data[loc.offset + 20] ^= 0xff;
+    await expect(repo.loadBlob('data', id)).rejects.toBeInstanceOf(IntegrityError);
+    await repo.close();
+  });
+
+  it('writes manifests once and resolves ID prefixes', async () => {
+    const st = new MemStorage();
+    const repo = await Repository.init(st, { keyFile: kf });
+    const { id: root } = await repo.saveBlob('tree', Buffer.from('{}'));
+    await repo.flush();
+    const id = Repository.newBackupId();
+    await repo.saveManifest(manifest(id, root));
+    await expect(repo.saveManifest(manifest(id, root))).rejects.toThrow();
+    expect(await repo.resolveBackupId(id.slice(0, 6))).toBe(id);
+    expect((await repo.loadManifest(id)).root).toBe(root);
+    await expect(repo.loadManifest('0000000000000000')).rejects.toBeInstanceOf(NotFoundError);
+    await repo.close();
+  });
+});
+
+describe('repository opening', () => {
+  it('refuses a missing repository, a second init, a wrong or missing key', async () => {
+    const st = new MemStorage();
+    await expect(Repository.open(st)).rejects.toBeInstanceOf(NoRepositoryError);
+    const kf = keyFile();
+    await (await Repository.init(st, { keyFile: kf })).close();
+    await expect(Repository.init(st)).rejects.toBeInstanceOf(UsageError);
+    await expect(Repository.open(st)).rejects.toBeInstanceOf(WrongKeyError);
+    await expect(Repository.open(st, { keyFile: keyFile() })).rejects.toBeInstanceOf(WrongKeyError);
+    const ok = await Repository.open(st, { keyFile: kf });
+    await ok.close();
+  });
+
+  it('treats a config that is not ours as no repository', async () => {
+    const st = new MemStorage();
+    await st.put('config', Buffer.from('hello'));
+    await expect(Repository.open(st)).rejects.toBeInstanceOf(NoRepositoryError);
+  });
+
+  it('encrypted repositories reveal no plaintext', async () => {
+    const st = new MemStorage();
+    const repo = await Repository.init(st, { keyFile: keyFile() });
+    const secret = Buffer.from('TOP-SECRET-PAYLOAD '.repeat(100));
+    await repo.saveBlob('data', secret);
+    await repo.flush();
+    for (const [, o] of st.objects) expect(o.data.includes(Buffer.from('TOP-SECRET'))).toBe(false);
+    await repo.close();
+  });
+
+  it('an unflushed session leaves no index and loses nothing stored', async () => {
+    const st = new MemStorage();
+    const repo = await Repository.init(st);
+    await repo.saveBlob('data', randomBytes(1000));
+    await repo.close(); // like a crash before flush
+    const again = await Repository.open(st);
+    await again.loadIndex();
+    expect(again.index.size).toBe(0);
+    await again.close();
+  });
+});
+
+describe('repository locks', () => {
+  it('shared locks coexist, exclusive ones conflict, stale ones are taken over', async () => {
+    const st = new MemStorage();
+    await (await Repository.init(st)).close();
+    const a = await Repository.open(st);
+    const b = await Repository.open(st);
+    await a.lock(false, 'backup');
+    await b.lock(false, 'backup');
+    const c = await Repository.open(st);
+    await expect(c.lock(true, 'prune')).rejects.toBeInstanceOf(LockedError);
+    await a.close();
+    await b.close();
+    await c.lock(true, 'prune');
+    await c.close();
+    // A lock left by a process that is gone (same host, dead pid) is stale.
+    const { hostname } = await import('node:os');
+    const now = new Date().toISOString();
+    await st.put('locks/dead', Buffer.from(JSON.stringify({ host: hostname(), pid: 999999, exclusive: true, createdAt: now, refreshedAt: now, purpose: 'prune' })));
+    const d = await Repository.open(st);
+    await d.lock(true, 'prune');
+    await d.close();
+    expect(st.objects.has('locks/dead')).toBe(false);
+  });
+});
