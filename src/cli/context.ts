@@ -1,0 +1,90 @@
+/**
+ * What every command needs, built from the global options: the configuration,
+ * the output, and (lazily) the repository and the catalog. Commands call
+ * `ctx.close()` in finally; the signal aborts on SIGINT/SIGTERM.
+ */
+import { join } from 'node:path';
+import { Catalog } from '../catalog/catalog.js';
+import { type Config, loadConfig } from '../config/config.js';
+import { UsageError } from '../errors.js';
+import { Repository } from '../repository/repository.js';
+import { openStorage } from '../storage/index.js';
+import type { Storage } from '../storage/storage.js';
+import { type Level, setLogLevel } from '../util/log.js';
+import { Output } from './output.js';
+
+export interface GlobalOptions {
+  config?: string;
+  repo?: string;
+  keyFile?: string;
+  stateDir?: string;
+  json?: boolean;
+  quiet?: boolean;
+  verbose?: boolean;
+}
+
+export class Context {
+  readonly config: Config;
+  readonly out: Output;
+  #repo?: Repository;
+  #catalog?: Catalog;
+
+  constructor(
+    readonly opts: GlobalOptions,
+    readonly signal: AbortSignal,
+  ) {
+    this.config = loadConfig({
+      path: opts.config,
+      cli: { 'repository.url': opts.repo, 'repository.key_file': opts.keyFile, 'agent.state_dir': opts.stateDir },
+    });
+    if (opts.verbose) setLogLevel('debug');
+    else setLogLevel(this.config.get('agent', 'log_level') as Level);
+    this.out = new Output(Boolean(opts.json), Boolean(opts.quiet));
+  }
+
+  get repoUrl(): string {
+    const url = this.config.get('repository', 'url');
+    if (!url) throw new UsageError('no repository given: use --repo DIR|s3://bucket/prefix, PERMAFROST_REPO, or [repository] url in agent.ini');
+    return url;
+  }
+
+  /** The storage the repository lives on. */
+  storage(): Storage {
+    const c = this.config;
+    return openStorage(this.repoUrl, {
+      endpoint: c.get('s3', 'endpoint'),
+      region: c.get('s3', 'region'),
+      forcePathStyle: c.bool('s3', 'path_style'),
+      accessKeyId: c.get('s3', 'access_key_id'),
+      secretAccessKey: c.get('s3', 'secret_access_key'),
+      maxAttempts: c.int('s3', 'max_attempts'),
+    });
+  }
+
+  /** Open the repository (and its index); optionally take its lock. */
+  async repository(lock?: { exclusive: boolean; purpose: string }): Promise<Repository> {
+    if (this.#repo) return this.#repo;
+    const repo = await Repository.open(this.storage(), {
+      keyFile: this.config.get('repository', 'key_file'),
+      compressionLevel: this.config.int('repository', 'compression_level'),
+      threads: this.config.int('agent', 'threads'),
+    });
+    this.#repo = repo;
+    if (lock) await repo.lock(lock.exclusive, lock.purpose);
+    await repo.loadIndex();
+    return repo;
+  }
+
+  catalog(): Catalog {
+    this.#catalog ??= new Catalog(join(this.config.stateDir, 'catalog.db'));
+    return this.#catalog;
+  }
+
+  async close(): Promise<void> {
+    const repo = this.#repo;
+    this.#repo = undefined;
+    await repo?.close();
+    this.#catalog?.close();
+    this.#catalog = undefined;
+  }
+}
