@@ -116,7 +116,7 @@ export class CinderClient {
     return this.ready;
   }
 
-  /** True when the negotiated microversion is at least `v`. */
+  /** True when the negotiated microversion is at least `v` (call after init()). */
   atLeast(v: string): boolean {
     return compareMicroversion(this.microversion, v) >= 0;
   }
@@ -328,6 +328,7 @@ export class CinderClient {
    * it and rejects force=false.
    */
   async createSnapshot(s: { volumeId: string; name: string; description?: string; metadata?: Record<string, string>; force: boolean }): Promise<CinderSnapshot> {
+    await this.init();
     const body: Record<string, unknown> = { volume_id: s.volumeId, name: s.name };
     if (s.description !== undefined) body.description = s.description;
     if (s.metadata && Object.keys(s.metadata).length) body.metadata = s.metadata;

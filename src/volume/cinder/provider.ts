@@ -299,7 +299,7 @@ export class CinderVolumeProvider implements VolumeProvider {
       if (r.status === 'deleting' && !states.includes('deleted')) throw new CloudError(`${what} is being deleted (waiting for ${states.join('/')})`);
       const now = Date.now();
       if (now >= deadline) {
-        throw new CloudError(`${what} still ${r.status} after ${Math.round((now - started) / 1000)} s (waiting for ${states.join('/')})`);
+        throw new CloudError(`${what} still ${r.status} after ${((now - started) / 1000).toFixed(1)} s (waiting for ${states.join('/')})`);
       }
       await sleep(Math.min(delay, deadline - now));
       delay = Math.min(delay * 1.5, this.opts.pollMaxMs ?? 5000);
