@@ -234,6 +234,9 @@ export class S3Storage implements Storage {
     this.#partSize = options.partSize ?? 16 * MiB;
     this.#partConcurrency = Math.max(1, options.partConcurrency ?? 4);
     if (this.#partSize < 1) throw new UsageError('S3 partSize must be positive');
+    // The SDK warns on stderr about Node < 22 once per process; Node 20 is a supported target here
+    // and library code must not print. An operator's explicit setting wins.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     if (options.client) {
       this.#client = options.client;
       this.#ownsClient = false;
@@ -280,6 +283,11 @@ export class S3Storage implements Storage {
     }
     if (i.name === 'PreconditionFailed' || i.status === 412) {
       return new AlreadyExistsError(`${this.location}: ${what}: already exists`, { cause: err });
+    }
+    if (i.status === undefined && (i.sysCode === 'ENOTFOUND' || i.name === 'ENOTFOUND')) {
+      return new UnreachableError(`S3 endpoint ${this.#endpointLabel} unreachable: its host name does not resolve (ENOTFOUND): ${what}`, {
+        cause: err,
+      });
     }
     if (isNetwork(i) && i.status === undefined) {
       return new UnreachableError(
@@ -385,8 +393,9 @@ export class S3Storage implements Storage {
     try {
       const parts: CompletedPart[] = new Array(count);
       let next = 0;
+      let failed = false;
       const worker = async (): Promise<void> => {
-        while (next < count) {
+        while (next < count && !failed) {
           const n = next++;
           const body = data.subarray(n * partSize, Math.min(data.length, (n + 1) * partSize));
           const md5 = createHash('md5').update(body).digest('base64');
@@ -406,7 +415,17 @@ export class S3Storage implements Storage {
           parts[n] = { PartNumber: n + 1, ETag: res.ETag };
         }
       };
-      await Promise.all(Array.from({ length: Math.min(this.#partConcurrency, count) }, worker));
+      // Wait for every worker before aborting: no part may still be in flight after the abort.
+      const settled = await Promise.allSettled(
+        Array.from({ length: Math.min(this.#partConcurrency, count) }, () =>
+          worker().catch((e: unknown) => {
+            failed = true;
+            throw e;
+          }),
+        ),
+      );
+      const firstFailure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (firstFailure) throw firstFailure.reason;
       await this.#retry(
         `put ${key}: complete multipart upload`,
         async () => {
