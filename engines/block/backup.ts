@@ -130,23 +130,31 @@ export async function backupDevice(devicePath: string, opts: BlockBackupOptions,
   // Uploads in flight, so that a block repeated before its first save lands is saved once.
   const pending = new Set<BlobId>();
   const save = async (type: BlobType, data: Buffer, id: BlobId, onResult?: (r: SaveResult) => void): Promise<void> => {
-    await budget.acquire(data.length);
+    // The store may transfer (detach) `data` to a worker: remember its length now.
+    const len = data.length;
+    await budget.acquire(len);
     pending.add(id);
-    repo.saveBlob(type, data, id).then(
+    let saving: Promise<SaveResult>;
+    try {
+      saving = repo.saveBlob(type, data, id);
+    } catch (err) {
+      saving = Promise.reject(err);
+    }
+    saving.then(
       (r) => {
         pending.delete(id);
         if (r.isNew) {
           stats.blobsNew++;
-          stats.bytesNew += data.length;
+          stats.bytesNew += len;
           stats.bytesStored += r.storedSize;
         }
         onResult?.(r);
-        budget.release(data.length);
+        budget.release(len);
       },
       (err: unknown) => {
         pending.delete(id);
         budget.fail(err);
-        budget.release(data.length);
+        budget.release(len);
       },
     );
   };

@@ -9,7 +9,7 @@
  * written with positional writes, so their order does not matter.
  */
 import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { EngineContext } from '../engine.js';
@@ -31,6 +31,12 @@ export interface BlockRestoreOptions {
    * block devices; without it, zeros are written.
    */
   assumeZeroed?: boolean;
+  /**
+   * On a block device not known to be zeroed, zero long runs of zero blocks with
+   * BLKZEROOUT (`blkdiscard -z`) instead of writing zeros. Default true; falls
+   * back to writing zeros when it fails.
+   */
+  zeroout?: boolean;
   /** Plaintext bytes of loads/writes in flight. Default 96 MiB. */
   maxInFlightBytes?: number;
   /** Bytes per read during verification. Default 16 MiB. */
@@ -50,7 +56,9 @@ export interface BlockRestoreResult {
   zeroBlocks: number;
   /** Zero blocks written as zeros (0 when the target was known to be zeroed). */
   zeroBlocksWritten: number;
-  /** Bytes written (data and zeros). */
+  /** Zero blocks zeroed by the device (BLKZEROOUT) rather than written. */
+  zeroBlocksZeroedOut: number;
+  /** Bytes written (data and zeros; not counting zeroed-out ranges). */
   bytesWritten: number;
   verified: boolean;
   seconds: number;
@@ -58,6 +66,8 @@ export interface BlockRestoreResult {
 
 const DEFAULT_IN_FLIGHT = 96 << 20;
 const ZERO_CHUNK = 16 << 20;
+/** Zero runs at least this long go to BLKZEROOUT on block devices. */
+const ZEROOUT_MIN = 8 << 20;
 
 /**
  * Restore the block map `root` to `targetPath` (a block device, an existing
@@ -83,12 +93,15 @@ export async function restoreDevice(root: BlobId, targetPath: string, opts: Bloc
   let fh: FileHandle;
   let zeroed: boolean;
   let kind: 'block' | 'file';
+  let created = false;
   try {
     if (!info) {
       kind = 'file';
       fh = await open(targetPath, 'wx');
+      created = true;
       await fh.truncate(map.size).catch(async (err: unknown) => {
         await fh.close();
+        await unlink(targetPath).catch(() => {});
         throw err;
       });
       zeroed = true;
@@ -128,6 +141,7 @@ export async function restoreDevice(root: BlobId, targetPath: string, opts: Bloc
     blocksWritten: 0,
     zeroBlocks: 0,
     zeroBlocksWritten: 0,
+    zeroBlocksZeroedOut: 0,
     bytesWritten: 0,
     verified: false,
     seconds: 0,
@@ -139,42 +153,64 @@ export async function restoreDevice(root: BlobId, targetPath: string, opts: Bloc
   const zeros = zeroed ? Buffer.alloc(0) : Buffer.alloc(Math.max(ZERO_CHUNK, map.blockSize));
   let closed = false;
   try {
-    const write = async (pos: number, len: number, load: () => Promise<Buffer>, onDone: () => void): Promise<void> => {
+    /** Run `fn` as a task holding `len` bytes of the budget; `len` bytes of progress when it succeeds. */
+    const task = async (len: number, fn: () => Promise<void>): Promise<void> => {
       await budget.acquire(len);
-      load()
-        .then((buf) => writeFully(fh, buf, pos))
-        .then(
-          () => {
-            result.bytesWritten += len;
-            onDone();
-            progress.advance(len, Math.ceil(len / map.blockSize));
-            budget.release(len);
-          },
-          (err: unknown) => {
-            budget.fail(err);
-            budget.release(len);
-          },
-        );
+      fn().then(
+        () => {
+          progress.advance(len, Math.ceil(len / map.blockSize));
+          budget.release(len);
+        },
+        (err: unknown) => {
+          budget.fail(err);
+          budget.release(len);
+        },
+      );
     };
 
-    // Zero runs (only when the target is not known to be zeroed) are coalesced into large writes.
+    const writeZeros = async (pos: number, end: number): Promise<void> => {
+      for (let p = pos; p < end; p += zeros.length) {
+        const len = Math.min(zeros.length, end - p);
+        await writeFully(fh, zeros.subarray(0, len), p);
+        result.bytesWritten += len;
+      }
+    };
+
+    // Zero runs (only when the target is not known to be zeroed) are coalesced. On a block
+    // device, long aligned runs go to BLKZEROOUT (`blkdiscard -z`): the device zeroes them
+    // itself (thin volumes just unmap); the kernel writes zeros where it cannot.
+    let useZeroout = kind === 'block' && opts.zeroout !== false;
     let zeroRunStart = -1;
     let zeroRunBlocks = 0;
     const flushZeros = async (): Promise<void> => {
       if (zeroRunBlocks === 0) return;
-      let pos = zeroRunStart * map.blockSize;
-      const end = Math.min(map.size, (zeroRunStart + zeroRunBlocks) * map.blockSize);
       const n = zeroRunBlocks;
+      const start = zeroRunStart * map.blockSize;
+      const end = Math.min(map.size, (zeroRunStart + n) * map.blockSize);
       zeroRunBlocks = 0;
-      let first = true;
-      while (pos < end) {
-        const len = Math.min(zeros.length, end - pos);
-        const blocksHere = first ? n : 0;
-        first = false;
-        await write(pos, len, () => Promise.resolve(zeros.subarray(0, len)), () => {
-          result.zeroBlocksWritten += blocksHere;
+      if (useZeroout && end - start >= ZEROOUT_MIN && start % 4096 === 0) {
+        const zend = end - (end % 4096);
+        await task(end - start, async () => {
+          try {
+            await execFileP('blkdiscard', ['-f', '-z', '-o', String(start), '-l', String(zend - start), targetPath]);
+            result.zeroBlocksZeroedOut += n;
+            if (zend < end) await writeZeros(zend, end);
+          } catch (err) {
+            if (useZeroout) log.debug(`blkdiscard -z on ${targetPath} failed, writing zeros instead: ${(err as Error).message}`);
+            useZeroout = false;
+            await writeZeros(start, end);
+            result.zeroBlocksWritten += n;
+          }
         });
-        pos += len;
+        return;
+      }
+      for (let p = start; p < end; p += zeros.length) {
+        const len = Math.min(zeros.length, end - p);
+        const last = p + len >= end;
+        await task(len, async () => {
+          await writeZeros(p, p + len);
+          if (last) result.zeroBlocksWritten += n;
+        });
       }
     };
 
@@ -193,18 +229,13 @@ export async function restoreDevice(root: BlobId, targetPath: string, opts: Bloc
         continue;
       }
       await flushZeros();
-      await write(
-        index * map.blockSize,
-        len,
-        async () => {
-          const buf = await repo.loadBlob('data', id);
-          if (buf.length !== len) throw new IntegrityError(`block ${index}: blob ${id} holds ${buf.length} bytes, the block is ${len}`);
-          return buf;
-        },
-        () => {
-          result.blocksWritten++;
-        },
-      );
+      await task(len, async () => {
+        const buf = await repo.loadBlob('data', id);
+        if (buf.length !== len) throw new IntegrityError(`block ${index}: blob ${id} holds ${buf.length} bytes, the block is ${len}`);
+        await writeFully(fh, buf, index * map.blockSize);
+        result.bytesWritten += len;
+        result.blocksWritten++;
+      });
     }
     await flushZeros();
     await budget.drain();
@@ -229,6 +260,8 @@ export async function restoreDevice(root: BlobId, targetPath: string, opts: Bloc
     budget.fail(err);
     await budget.drain();
     if (!closed) await fh.close().catch(() => {});
+    // A file this restore created holds a partial image: do not leave it behind.
+    if (created) await unlink(targetPath).catch(() => {});
     if (signal.aborted && !(err instanceof InterruptedError)) throw new InterruptedError('interrupted', { cause: err });
     if ((err as NodeJS.ErrnoException).code === 'EIO') throw new DeviceError(`${targetPath}: I/O error while writing`, { cause: err });
     throw fromSystemError(err, targetPath);

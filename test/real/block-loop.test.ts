@@ -3,7 +3,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile, truncate } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { mkdtemp, open, readFile, rm, writeFile, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backupDevice, type BlockBackupInfo } from '../../engines/block/backup.js';
@@ -86,12 +87,24 @@ describe.skipIf(reason !== undefined)('block engine on loop devices', () => {
     const dirty = attach(dirtyFile, false);
     const r1 = await restoreDevice(res.root, dirty, { verify: true }, ctxFor(repo));
     expect(r1.targetKind).toBe('block');
-    expect(r1.zeroBlocksWritten).toBe(18);
+    // Both zero runs (10 and 8 MiB) are long enough for BLKZEROOUT.
+    expect(r1.zeroBlocksZeroedOut + r1.zeroBlocksWritten).toBe(18);
+    expect(r1.zeroBlocksZeroedOut).toBe(18);
     expect(r1.verified).toBe(true);
     detach(dirty);
-    const dirtyOut = await readFile(dirtyFile);
+    let dirtyOut = await readFile(dirtyFile);
     expect(sha(dirtyOut.subarray(0, img.length))).toBe(sha(img));
     expect(dirtyOut.subarray(img.length).every((b) => b === 0xab)).toBe(true); // past the backup: untouched
+
+    // Same with zeros written by the engine.
+    await writeFile(dirtyFile, Buffer.alloc(img.length + 4 * MiB, 0xab));
+    const dirty2 = attach(dirtyFile, false);
+    const r1b = await restoreDevice(res.root, dirty2, { verify: true, zeroout: false }, ctxFor(repo));
+    expect(r1b.zeroBlocksWritten).toBe(18);
+    expect(r1b.zeroBlocksZeroedOut).toBe(0);
+    detach(dirty2);
+    dirtyOut = await readFile(dirtyFile);
+    expect(sha(dirtyOut.subarray(0, img.length))).toBe(sha(img));
 
     // Fresh (sparse, zeroed) target: zero blocks are skipped.
     const freshFile = join(dir, 'fresh.img');
@@ -121,5 +134,25 @@ describe.skipIf(reason !== undefined)('block engine on loop devices', () => {
     const tgt = attach(tgtFile, false);
     await expect(restoreDevice(res.root, tgt, {}, ctxFor(repo))).rejects.toThrow(DeviceError);
     await expect(restoreDevice(res.root, tgt, {}, ctxFor(repo))).rejects.toThrow(/smaller than/);
+  });
+
+  it('refuses a target device that is in use', async () => {
+    const srcFile = join(dir, 'busy-src.img');
+    await writeFile(srcFile, randomBytes(2 * MiB));
+    const repo = new MemBlockStore();
+    const res = await backupDevice(srcFile, {}, ctxFor(repo));
+    const tgtFile = join(dir, 'busy-tgt.img');
+    await writeFile(tgtFile, Buffer.alloc(0));
+    await truncate(tgtFile, 4 * MiB);
+    const tgt = attach(tgtFile, false);
+    // Another exclusive opener (as a mount would be) holds the device.
+    const holder = await open(tgt, constants.O_RDONLY | constants.O_EXCL);
+    try {
+      await expect(restoreDevice(res.root, tgt, {}, ctxFor(repo))).rejects.toThrow(/in use/);
+    } finally {
+      await holder.close();
+    }
+    const r = await restoreDevice(res.root, tgt, { assumeZeroed: true }, ctxFor(repo));
+    expect(r.blocksWritten).toBe(2);
   });
 });
