@@ -62,7 +62,7 @@ export class Context {
   }
 
   /** Open the repository (and its index); optionally take its lock. */
-  async repository(lock?: { exclusive: boolean; purpose: string }): Promise<Repository> {
+  async repository(lock?: { exclusive: boolean; purpose: string }, loadIndex = true): Promise<Repository> {
     if (this.#repo) return this.#repo;
     const repo = await Repository.open(this.storage(), {
       keyFile: this.config.get('repository', 'key_file'),
@@ -71,7 +71,7 @@ export class Context {
     });
     this.#repo = repo;
     if (lock) await repo.lock(lock.exclusive, lock.purpose);
-    await repo.loadIndex();
+    if (loadIndex) await repo.loadIndex();
     return repo;
   }
 

@@ -1,0 +1,47 @@
+/** permafrost check: verify the repository's structure, and its data with --read-data. */
+import type { Command } from 'commander';
+import { ExitCode } from '../errors.js';
+import { referencedBlobs } from '../jobs/references.js';
+import { checkRepository, parseSubset } from '../repository/check.js';
+import { log } from '../util/log.js';
+import { withContext } from './main.js';
+import { formatBytes } from './output.js';
+
+interface CheckOpts {
+  readData?: boolean;
+  readDataSubset?: string;
+}
+
+export function registerCheck(program: Command, signal: AbortSignal): void {
+  program
+    .command('check')
+    .description('verify the repository: index, packs, manifests and references; with --read-data every blob')
+    .option('--read-data', 'read and verify all data')
+    .option('--read-data-subset <n/m>', 'read and verify the n-th of m parts of the packs (e.g. 1/5)')
+    .action(
+      withContext<CheckOpts>(signal, async (ctx, opts) => {
+        const subset = opts.readDataSubset ? parseSubset(opts.readDataSubset) : undefined;
+        const repo = await ctx.repository({ exclusive: false, purpose: 'check' }, false);
+        const res = await checkRepository(repo, {
+          readData: opts.readData,
+          subset,
+          references: (m) => referencedBlobs(repo, m),
+          progress: opts.readData || subset ? ctx.out.progress('check') : undefined,
+          signal: ctx.signal,
+        });
+        for (const w of res.warnings) log.warn(w);
+        const ok = res.errors.length === 0;
+        ctx.out.result({ ok, ...res }, () =>
+          [
+            `${res.backups} backups, ${res.packs} packs, ${res.blobs} blobs` + (res.packsRead ? `; read ${res.packsRead} packs (${formatBytes(res.bytesRead)})` : ''),
+            ...res.errors.map((e) => `error: ${e}`),
+            ok ? 'no errors found' : `${res.errors.length} errors found`,
+          ].join('\n'),
+        );
+        if (!ok) {
+          log.error(`check found ${res.errors.length} errors in ${repo.storage.location}`);
+          process.exitCode = ExitCode.integrity;
+        }
+      }),
+    );
+}

@@ -1,0 +1,165 @@
+/**
+ * Backup of one volume (DESIGN.md, "Backup of one volume"):
+ * record → describe → snapshot (force when in use) → temporary volume →
+ * attach → file engine on a read-only mount (or block engine) → commit →
+ * unwind the cleanup stack, whatever happened.
+ *
+ * The job drives the cloud only through VolumeProvider and the node only
+ * through Connector, so it is the same for the local provider and Cinder.
+ */
+import { mkdirSync, rmdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { backupTree } from '../../engines/file/backup.js';
+import { backupDevice } from '../../engines/block/backup.js';
+import type { Catalog } from '../catalog/catalog.js';
+import { connectorFor } from '../connectors/index.js';
+import type { AttachMode } from '../connectors/script.js';
+import { CloudError, UsageError, throwIfAborted } from '../errors.js';
+import type { FilesystemInfo, Manifest } from '../repository/manifest.js';
+import { Repository } from '../repository/repository.js';
+import { detectFilesystem } from '../util/fs-detect.js';
+import { mountReadOnly, umount } from '../util/mounts.js';
+import { log } from '../util/log.js';
+import type { Progress } from '../util/progress.js';
+import type { ConnectorProperties, SnapshotRecord, VolumeProvider, VolumeRecord } from '../volume/provider.js';
+import { runBackup } from './backup.js';
+import { CleanupStack } from './cleanup-stack.js';
+
+/** Metadata that marks a cloud resource as ours and temporary (cleanup finds them by it). */
+export const TEMP_PREFIX = 'permafrost-tmp-';
+export function tempMetadata(host: string, jobId: string): Record<string, string> {
+  return { 'permafrost:temporary': 'true', 'permafrost:host': host, 'permafrost:job': jobId };
+}
+
+export interface VolumeBackupOptions {
+  volume: string;
+  engine?: 'file' | 'block' | 'auto';
+  cold?: boolean;
+  snapshotId?: string;
+  full?: boolean;
+  tags?: Record<string, string>;
+  host: string;
+  stateDir: string;
+  attachMode?: AttachMode;
+  attachTimeoutMs?: number;
+  connectorEnv?: Record<string, string>;
+  connector: ConnectorProperties;
+  /** Seconds allowed for a volume/snapshot to become ready, plus 10 s per GiB. */
+  waitTimeout?: number;
+  signal: AbortSignal;
+  progress: Progress;
+}
+
+function waitMs(o: VolumeBackupOptions, sizeGiB: number): number {
+  return ((o.waitTimeout ?? 300) + 10 * Math.max(1, sizeGiB)) * 1000;
+}
+
+/** Back up one volume; always removes what it created. */
+export async function backupVolume(repo: Repository, catalog: Catalog, provider: VolumeProvider, o: VolumeBackupOptions): Promise<Manifest> {
+  const jobId = Repository.newBackupId();
+  const cleanup = new CleanupStack(catalog);
+  const meta = tempMetadata(o.host, jobId);
+  let firstError: unknown;
+  try {
+    const vol = await provider.getVolume(o.volume);
+    throwIfAborted(o.signal);
+
+    // Snapshot: an existing one, or a temporary one (forced when in use = hot backup).
+    let snap: SnapshotRecord;
+    let mode: 'hot' | 'cold' | 'snapshot';
+    if (o.snapshotId) {
+      snap = await provider.getSnapshot(o.snapshotId);
+      if (snap.volumeId !== vol.id) throw new UsageError(`snapshot ${snap.id} belongs to volume ${snap.volumeId}, not ${vol.id}`);
+      if (snap.status !== 'available') throw new CloudError(`snapshot ${snap.id} is ${snap.status}, not available`);
+      mode = 'snapshot';
+    } else {
+      const inUse = vol.status === 'in-use';
+      if (o.cold && inUse) throw new UsageError(`volume ${vol.name || vol.id} is in use: a cold backup needs it detached (available); drop --cold for a crash-consistent hot backup`);
+      if (vol.status !== 'available' && vol.status !== 'in-use') throw new CloudError(`volume ${vol.name || vol.id} is ${vol.status}; it must be available or in-use to be backed up`);
+      mode = inUse ? 'hot' : 'cold';
+      const name = `${TEMP_PREFIX}${jobId}-snap`;
+      const row = catalog.planResource(jobId, 'snapshot', { provider: provider.kind, name, host: o.host, data: { volumeId: vol.id } });
+      const created = await provider.createSnapshot(vol.id, name, { force: inUse, metadata: meta, description: `Permafrost backup ${jobId}` });
+      catalog.resourceCreated(row, created.id);
+      cleanup.push(`delete snapshot ${created.id}`, () => provider.deleteSnapshot(created.id), row);
+      snap = await provider.waitSnapshot(created.id, ['available'], waitMs(o, vol.size));
+    }
+    throwIfAborted(o.signal);
+
+    // Temporary volume from the snapshot.
+    const tmpName = `${TEMP_PREFIX}${jobId}-vol`;
+    const vrow = catalog.planResource(jobId, 'volume', { provider: provider.kind, name: tmpName, host: o.host, data: { snapshotId: snap.id } });
+    const tmp = await provider.createVolume({ name: tmpName, size: vol.size, snapshotId: snap.id, metadata: meta, description: `Permafrost backup ${jobId} of ${vol.id}`, volumeType: vol.volumeType, availabilityZone: vol.availabilityZone });
+    catalog.resourceCreated(vrow, tmp.id);
+    cleanup.push(`delete temporary volume ${tmp.id}`, async () => {
+      await provider.deleteVolume(tmp.id);
+    }, vrow);
+    await provider.waitVolume(tmp.id, ['available'], waitMs(o, vol.size));
+    throwIfAborted(o.signal);
+
+    // Attach to this node.
+    const arow = catalog.planResource(jobId, 'attachment', { provider: provider.kind, host: o.host, data: { volumeId: tmp.id } });
+    const att = await provider.attach(tmp.id, o.connector);
+    catalog.resourceCreated(arow, att.id, { volumeId: tmp.id });
+    cleanup.push(`detach volume ${tmp.id} (attachment ${att.id})`, () => provider.detach(tmp.id, att.id), arow);
+    const connector = connectorFor(att.connectionInfo.driver_volume_type, {
+      stateDir: join(o.stateDir, 'run'),
+      mode: o.attachMode,
+      timeoutMs: o.attachTimeoutMs,
+      env: o.connectorEnv,
+    });
+    const drow = catalog.planResource(jobId, 'device', { provider: connector.protocol, host: o.host });
+    const dev = await connector.attach(att.connectionInfo, { readOnly: true, signal: o.signal });
+    catalog.resourceCreated(drow, dev.path, { protocol: dev.protocol, state: dev.state });
+    cleanup.push(`detach device ${dev.path}`, () => connector.detach(dev), drow);
+    throwIfAborted(o.signal);
+
+    // Choose the engine.
+    const fs = o.engine === 'block' ? undefined : await detectFilesystem(dev.path);
+    let engine: 'file' | 'block' = o.engine === 'block' ? 'block' : 'file';
+    let filesystem: FilesystemInfo | undefined;
+    if (engine === 'file') {
+      if (!fs?.type || fs.ptType) {
+        if (o.engine === 'file')
+          throw new UsageError(`volume ${vol.id} has ${fs?.ptType ? `a partition table (${fs.ptType})` : 'no filesystem this node can mount'}; use --engine block`);
+        log.info(`volume ${vol.name || vol.id}: ${fs?.ptType ? `partition table (${fs.ptType})` : 'no mountable filesystem'}, using the block engine`);
+        engine = 'block';
+      } else filesystem = { type: fs.type, uuid: fs.uuid, label: fs.label };
+    }
+
+    let mountpoint: string | undefined;
+    if (engine === 'file') {
+      mountpoint = join(o.stateDir, 'mnt', jobId);
+      mkdirSync(mountpoint, { recursive: true });
+      const mrow = catalog.planResource(jobId, 'mount', { ref: mountpoint, host: o.host });
+      cleanup.push(`remove mount point ${mountpoint}`, async () => rmdirSync(mountpoint!));
+      await mountReadOnly(dev.path, mountpoint, filesystem!.type);
+      catalog.resourceCreated(mrow, mountpoint);
+      cleanup.push(`unmount ${mountpoint}`, () => umount(mountpoint!), mrow);
+    }
+
+    const record: VolumeRecord = { ...vol };
+    return await runBackup(
+      repo,
+      catalog,
+      {
+        name: vol.id,
+        source: { kind: 'volume', provider: provider.kind, volumeId: vol.id, ...(o.snapshotId ? { snapshotId: snap.id } : {}), mode },
+        engine,
+        dataTimestamp: snap.createdAt,
+        volume: record,
+        filesystem,
+        tags: o.tags,
+        run: (ctx, parentRoot) =>
+          engine === 'file' ? backupTree(mountpoint!, { parentRoot }, ctx) : backupDevice(dev.path, { parentRoot }, ctx),
+      },
+      { host: o.host, signal: o.signal, progress: o.progress, log, backupId: jobId, full: o.full },
+    );
+  } catch (err) {
+    firstError = err;
+    throw err;
+  } finally {
+    const failed = await cleanup.unwind();
+    if (failed.length && !firstError) log.warn(`backup ${jobId}: ${failed.length} cleanup steps failed; run "permafrost cleanup"`);
+  }
+}
