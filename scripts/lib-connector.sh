@@ -7,7 +7,8 @@
 # known, so that a detach after a failed or interrupted attach still finds what
 # to undo. Detach reads a value from PF_<KEY> first, then from that file.
 
-export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
+# System directories go last so that a caller (or a test) can put its own tools first.
+export PATH="${PATH:+$PATH:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 PF_SCRIPT_NAME=${PF_SCRIPT_NAME:-$(basename "$0")}
 
