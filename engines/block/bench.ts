@@ -14,7 +14,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -74,6 +74,8 @@ export interface BlockBenchResult {
   /** Restore time / `zstd -d` time. */
   restoreVsZstd: number;
   bytesStored: number;
+  /** 1-minute load average before and after the run (other work on the machine skews every figure). */
+  loadAvg: [number, number];
 }
 
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {} };
@@ -268,6 +270,7 @@ export async function runBlockBench(openRepo: () => Promise<BenchRepo>, opts: Bl
   const maybeDrop = (): void => {
     if (opts.cold) dropCaches();
   };
+  const load0 = loadavg()[0]!;
   const repo = await openRepo();
   try {
     say(`building ${sizeMiB} MiB image in ${dir}`);
@@ -370,6 +373,7 @@ export async function runBlockBench(openRepo: () => Promise<BenchRepo>, opts: Bl
       noChangeSpeedup: tFull / tAgain,
       restoreVsZstd: tRestore / tZd,
       bytesStored: full.stats.bytesStored,
+      loadAvg: [load0, loadavg()[0]!],
     };
   } finally {
     await repo.close?.();
@@ -381,7 +385,8 @@ export async function runBlockBench(openRepo: () => Promise<BenchRepo>, opts: Bl
 /** Render results as a fixed-width table. */
 export function formatBench(r: BlockBenchResult): string {
   const lines = [
-    `image ${(r.sizeBytes / MiB).toFixed(0)} MiB (1/2 random, 1/4 text-like, 1/4 zeros), ${r.cores} cores`,
+    `image ${(r.sizeBytes / MiB).toFixed(0)} MiB (1/2 random, 1/4 text-like, 1/4 zeros), ${r.cores} cores, ` +
+      `load average ${r.loadAvg[0].toFixed(1)} before / ${r.loadAvg[1].toFixed(1)} after`,
     '',
     `${'phase'.padEnd(36)} ${'seconds'.padStart(8)} ${'MiB/s'.padStart(8)}  note`,
     `${'-'.repeat(36)} ${'-'.repeat(8)} ${'-'.repeat(8)}  ${'-'.repeat(30)}`,

@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile, readFile, stat, open, truncate } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backupDevice } from '../../engines/block/backup.js';
-import { restoreDevice } from '../../engines/block/restore.js';
+import { restoreDevice, verifyTarget } from '../../engines/block/restore.js';
 import {
   BLOCK_MAP_KIND,
   decodeRoot,
@@ -16,7 +16,7 @@ import {
 } from '../../engines/block/map.js';
 import type { BlockBackupInfo } from '../../engines/block/backup.js';
 import type { EngineContext } from '../../engines/engine.js';
-import { noProgress } from '../../src/util/progress.js';
+import { noProgress, type Progress } from '../../src/util/progress.js';
 import type { Logger } from '../../src/util/log.js';
 import { IntegrityError, InterruptedError, UsageError } from '../../src/errors.js';
 import { MemBlockStore } from '../helpers/memstore-block.js';
@@ -227,6 +227,42 @@ describe('block engine', () => {
     await truncate(pre, img.length);
     await restoreDevice(res.root, pre, { assumeZeroed: true }, ctxFor(repo));
     expect(sha(await readFile(pre))).toBe(sha(img));
+  });
+
+  it('reports progress up to the device size and detects a damaged target on verify', async () => {
+    const repo = new MemBlockStore();
+    const img = makeImage();
+    const src = join(dir, 'prog.img');
+    await writeFile(src, img);
+    let total = 0;
+    let done = 0;
+    const progress: Progress = { setTotal: (b) => void (total = b ?? 0), advance: (b) => void (done += b), message() {}, done() {} };
+    const res = await backupDevice(src, { blockSize: BS, segmentEntries: SEG }, { ...ctxFor(repo), progress });
+    expect(total).toBe(img.length);
+    expect(done).toBe(img.length);
+
+    total = done = 0;
+    const dst = join(dir, 'prog.out');
+    await restoreDevice(res.root, dst, { verify: true }, { ...ctxFor(repo), progress });
+    expect(total).toBe(2 * img.length);
+    expect(done).toBe(2 * img.length);
+
+    const map = await loadRoot(repo, res.root);
+    await verifyTarget(dst, map, MiB, ctxFor(repo));
+    for (const off of [100, 4 * MiB + 5]) {
+      // one flipped byte in a data block, one non-zero byte in a zero block
+      const fh = await open(dst, 'r+');
+      const orig = Buffer.alloc(1);
+      await fh.read(orig, 0, 1, off);
+      await fh.write(Buffer.from([orig[0]! ^ 0xff]), 0, 1, off);
+      await fh.close();
+      await expect(verifyTarget(dst, map, MiB, ctxFor(repo))).rejects.toThrow(new RegExp(`block ${Math.floor(off / BS)} `));
+      const fh2 = await open(dst, 'r+');
+      await fh2.write(orig, 0, 1, off);
+      await fh2.close();
+    }
+    // A map that names a device larger than the target.
+    await expect(verifyTarget(dst, { ...map, size: map.size + BS, usedBlocks: map.usedBlocks + 1 }, MiB, ctxFor(repo))).rejects.toThrow();
   });
 
   it('rejects bad block sizes', async () => {
