@@ -74,14 +74,16 @@ module_available() {
   return 1
 }
 
-# wait_for SECONDS COMMAND...: poll COMMAND every 0.2 s until it succeeds.
+# wait_for SECONDS COMMAND...: poll COMMAND every 0.1 s until it succeeds
+# (SECONDS may be fractional); fails once the time is up.
 wait_for() {
-  local limit=$1; shift
-  local deadline=$((SECONDS + limit))
+  local limit_ms
+  limit_ms=$(awk -v s="$1" 'BEGIN { printf "%d", s * 1000 }'); shift
+  local deadline=$(($(date +%s%3N) + limit_ms))
   while true; do
     "$@" && return 0
-    [ "$SECONDS" -ge "$deadline" ] && return 1
-    sleep 0.2
+    [ "$(date +%s%3N)" -ge "$deadline" ] && return 1
+    sleep 0.1
   done
 }
 
@@ -117,7 +119,7 @@ loop_add_partitions() {
   local pt
   pt=$(blkid -p -o value -s PTTYPE "$dev" 2> /dev/null || true)
   [ -n "$pt" ] || return 0
-  wait_for 1 has_partitions "$name" || partx -a "$dev" > /dev/null 2>&1 || log "partx -a $dev failed; partitions may be missing"
+  wait_for 0.5 has_partitions "$name" || partx -a "$dev" > /dev/null 2>&1 || log "partx -a $dev failed; partitions may be missing"
   local p
   for p in /sys/block/"$name"/"$name"p*; do
     [ -e "$p" ] || continue
@@ -126,6 +128,9 @@ loop_add_partitions() {
   done
   return 0
 }
+
+# loop_unbound LOOPDEV: the loop device has no backing file (any more).
+loop_unbound() { [ -z "$(loop_backing "$1")" ]; }
 
 # loop_detach LOOPDEV FILE: detach LOOPDEV when it is still bound to FILE.
 # Already gone, or bound to something else (reused): nothing to do.
@@ -144,7 +149,7 @@ loop_detach() {
   fi
   blockdev --flushbufs "$dev" 2> /dev/null || true
   losetup -d "$dev" 2> /dev/null || true
-  if ! wait_for 10 test -z "$(loop_backing "$dev")"; then
+  if ! wait_for "${PF_DETACH_WAIT:-10}" loop_unbound "$dev"; then
     die "$dev is still in use (mounted or open); the kernel will release it when it is closed"
   fi
   log "detached $dev"
