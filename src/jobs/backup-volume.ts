@@ -12,8 +12,7 @@ import { join } from 'node:path';
 import { backupTree } from '../../engines/file/backup.js';
 import { backupDevice } from '../../engines/block/backup.js';
 import type { Catalog } from '../catalog/catalog.js';
-import { connectorFor } from '../connectors/index.js';
-import type { AttachMode } from '../connectors/script.js';
+import type { ScriptConnectorOptions } from '../connectors/script.js';
 import { CloudError, UsageError, throwIfAborted } from '../errors.js';
 import type { FilesystemInfo, Manifest } from '../repository/manifest.js';
 import { Repository } from '../repository/repository.js';
@@ -22,6 +21,7 @@ import { mountReadOnly, umount } from '../util/mounts.js';
 import { log } from '../util/log.js';
 import type { Progress } from '../util/progress.js';
 import type { ConnectorProperties, SnapshotRecord, VolumeProvider, VolumeRecord } from '../volume/provider.js';
+import { attachForJob } from './attach.js';
 import { runBackup } from './backup.js';
 import { CleanupStack } from './cleanup-stack.js';
 
@@ -40,9 +40,8 @@ export interface VolumeBackupOptions {
   tags?: Record<string, string>;
   host: string;
   stateDir: string;
-  attachMode?: AttachMode;
-  attachTimeoutMs?: number;
-  connectorEnv?: Record<string, string>;
+  /** Helper-script options (state dir, attach mode, timeout, extra env). */
+  scripts: ScriptConnectorOptions;
   connector: ConnectorProperties;
   /** Seconds allowed for a volume/snapshot to become ready, plus 10 s per GiB. */
   waitTimeout?: number;
@@ -97,21 +96,15 @@ export async function backupVolume(repo: Repository, catalog: Catalog, provider:
     await provider.waitVolume(tmp.id, ['available'], waitMs(o, vol.size));
     throwIfAborted(o.signal);
 
-    // Attach to this node.
-    const arow = catalog.planResource(jobId, 'attachment', { provider: provider.kind, host: o.host, data: { volumeId: tmp.id } });
-    const att = await provider.attach(tmp.id, o.connector);
-    catalog.resourceCreated(arow, att.id, { volumeId: tmp.id });
-    cleanup.push(`detach volume ${tmp.id} (attachment ${att.id})`, () => provider.detach(tmp.id, att.id), arow);
-    const connector = connectorFor(att.connectionInfo.driver_volume_type, {
-      stateDir: join(o.stateDir, 'run'),
-      mode: o.attachMode,
-      timeoutMs: o.attachTimeoutMs,
-      env: o.connectorEnv,
+    // Attach to this node, read-only.
+    const dev = await attachForJob(provider, catalog, cleanup, tmp.id, {
+      jobId,
+      host: o.host,
+      readOnly: true,
+      connector: o.connector,
+      scripts: o.scripts,
+      signal: o.signal,
     });
-    const drow = catalog.planResource(jobId, 'device', { provider: connector.protocol, host: o.host });
-    const dev = await connector.attach(att.connectionInfo, { readOnly: true, signal: o.signal });
-    catalog.resourceCreated(drow, dev.path, { protocol: dev.protocol, state: dev.state });
-    cleanup.push(`detach device ${dev.path}`, () => connector.detach(dev), drow);
     throwIfAborted(o.signal);
 
     // Choose the engine.

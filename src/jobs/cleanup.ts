@@ -1,0 +1,138 @@
+/**
+ * permafrost cleanup: remove what crashed runs left behind. The catalog knows
+ * every temporary resource a job recorded before creating it; resources of
+ * jobs whose process is gone are removed newest first (mount → device →
+ * attachment → temporary volume → snapshot). Then the provider is asked for
+ * resources tagged with this host that the catalog does not know (the agent's
+ * disk was lost), and stray mounts under the state directory are unmounted.
+ */
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Catalog, ResourceRow } from '../catalog/catalog.js';
+import type { AttachedDevice } from '../connectors/connector.js';
+import { connectorFor } from '../connectors/index.js';
+import type { ScriptConnectorOptions } from '../connectors/script.js';
+import { NotFoundError } from '../errors.js';
+import { log } from '../util/log.js';
+import { listMounts, umount } from '../util/mounts.js';
+import type { VolumeProvider } from '../volume/provider.js';
+
+export interface CleanupReport {
+  removed: { kind: string; ref: string; job: string }[];
+  failed: { kind: string; ref: string; job: string; error: string }[];
+  interruptedBackups: string[];
+}
+
+function alive(pid: number | null): boolean {
+  if (!pid) return false;
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export async function cleanupLeftovers(catalog: Catalog, provider: VolumeProvider | undefined, o: { host: string; stateDir: string; scripts: ScriptConnectorOptions }): Promise<CleanupReport> {
+  const report: CleanupReport = { removed: [], failed: [], interruptedBackups: [] };
+  report.interruptedBackups = catalog.failOrphans(o.host, (pid) => alive(pid));
+  const rows = catalog.openResources({ host: o.host }).filter((r) => !alive(r.pid));
+  const seenRefs = new Set<string>();
+  for (const r of rows) {
+    const ref = r.ref ?? r.name ?? '?';
+    try {
+      await removeOne(r, provider, o.scripts);
+      catalog.resourceRemoved(r.id);
+      if (r.ref) seenRefs.add(r.ref);
+      if (r.state === 'created' || r.ref) report.removed.push({ kind: r.kind, ref, job: r.jobId });
+    } catch (err) {
+      report.failed.push({ kind: r.kind, ref, job: r.jobId, error: (err as Error).message });
+      log.error(`cleanup: ${r.kind} ${ref} of job ${r.jobId}: ${(err as Error).message}`);
+    }
+  }
+  // Stray mounts of ours (a job whose catalog row was never written).
+  const mntRoot = join(o.stateDir, 'mnt');
+  for (const mnt of await listMounts(mntRoot).catch(() => [])) {
+    try {
+      await umount(mnt.mountPoint);
+      rmSync(mnt.mountPoint, { recursive: false, force: true });
+      report.removed.push({ kind: 'mount', ref: mnt.mountPoint, job: '-' });
+    } catch (err) {
+      report.failed.push({ kind: 'mount', ref: mnt.mountPoint, job: '-', error: (err as Error).message });
+    }
+  }
+  // Cloud resources tagged as ours that the catalog does not know.
+  if (provider?.listLeftovers) {
+    const running = new Set(catalog.listBackups({ status: 'running' }).map((b) => b.id));
+    const left = await provider.listLeftovers({ host: o.host });
+    for (const v of left.volumes) {
+      if (seenRefs.has(v.id) || running.has(v.metadata['permafrost:job'] ?? '')) continue;
+      try {
+        for (const a of v.attachments) if (a.attachmentId) await provider.detach(v.id, a.attachmentId);
+        await provider.deleteVolume(v.id);
+        report.removed.push({ kind: 'volume', ref: v.id, job: v.metadata['permafrost:job'] ?? '-' });
+      } catch (err) {
+        report.failed.push({ kind: 'volume', ref: v.id, job: v.metadata['permafrost:job'] ?? '-', error: (err as Error).message });
+      }
+    }
+    for (const s of left.snapshots) {
+      if (seenRefs.has(s.id) || running.has(s.metadata['permafrost:job'] ?? '')) continue;
+      try {
+        await provider.deleteSnapshot(s.id);
+        report.removed.push({ kind: 'snapshot', ref: s.id, job: s.metadata['permafrost:job'] ?? '-' });
+      } catch (err) {
+        report.failed.push({ kind: 'snapshot', ref: s.id, job: s.metadata['permafrost:job'] ?? '-', error: (err as Error).message });
+      }
+    }
+  }
+  return report;
+}
+
+async function removeOne(r: ResourceRow, provider: VolumeProvider | undefined, scripts: ScriptConnectorOptions): Promise<void> {
+  const data = r.data as Record<string, unknown>;
+  switch (r.kind) {
+    case 'mount':
+      if (r.ref) {
+        const mounted = (await listMounts()).some((m) => m.mountPoint === r.ref);
+        if (mounted) await umount(r.ref);
+        rmSync(r.ref, { recursive: false, force: true });
+      }
+      return;
+    case 'device': {
+      if (!r.ref || !data.protocol) return; // never attached
+      const dev: AttachedDevice = { path: r.ref, protocol: String(data.protocol), state: (data.state ?? {}) as Record<string, string> };
+      await connectorFor(dev.protocol, scripts).detach(dev);
+      return;
+    }
+    case 'attachment':
+      if (!provider || !r.ref) return;
+      await provider.detach(String(data.volumeId), r.ref);
+      return;
+    case 'volume':
+    case 'snapshot': {
+      if (!provider) throw new Error(`no volume provider configured to remove ${r.kind} ${r.ref ?? r.name}`);
+      let id: string | null | undefined = r.ref;
+      if (!id && r.name) {
+        // Planned but the ID was never recorded: the create may have gone through. Find it by name.
+        if (r.kind === 'volume') id = (await provider.getVolume(r.name).catch((e) => (e instanceof NotFoundError ? undefined : Promise.reject(e))))?.id;
+      }
+      if (!id) return;
+      if (r.kind === 'volume') {
+        const v = await provider.getVolume(id).catch((e) => (e instanceof NotFoundError ? undefined : Promise.reject(e)));
+        if (!v) return;
+        for (const a of v.attachments) if (a.attachmentId) await provider.detach(v.id, a.attachmentId);
+        if (v.status === 'creating' || v.status === 'detaching' || v.status === 'attaching') await provider.waitVolume(v.id, ['available', 'error', 'in-use'], 300_000).catch(() => undefined);
+        await provider.deleteVolume(id);
+      } else {
+        const s = await provider.getSnapshot(id).catch((e) => (e instanceof NotFoundError ? undefined : Promise.reject(e)));
+        if (!s) return;
+        if (s.status === 'creating') await provider.waitSnapshot(id, ['available', 'error'], 300_000).catch(() => undefined);
+        await provider.deleteSnapshot(id);
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
