@@ -137,13 +137,14 @@ export class CinderClient {
     log.debug(`cinder: endpoint ${ep}, server max microversion ${max ?? 'none'}, using ${this.microversion}`);
   }
 
-  /** GET the version document at the v3 root (then the service root); the max microversion it announces. */
+  /** GET the version document at the service root (then the v3 root); the max microversion it announces. */
   private async discoverMaxVersion(ep: string): Promise<string | undefined> {
     const u = new URL(ep);
     const path = u.pathname.replace(/\/+$/, '');
     const i = path.search(/\/v3(\/|$)/);
     const candidates: string[] = [];
-    if (i >= 0) candidates.push(`${u.origin}${path.slice(0, i)}/v3/`, `${u.origin}${path.slice(0, i)}/`);
+    // The service root answers without validating the token (cheap); /v3/ needs a validated token.
+    if (i >= 0) candidates.push(`${u.origin}${path.slice(0, i)}/`, `${u.origin}${path.slice(0, i)}/v3/`);
     else candidates.push(`${u.origin}${path}/`, `${u.origin}/`);
     for (const url of candidates) {
       let res: HttpResponse;

@@ -65,6 +65,13 @@ export interface CinderProviderOptions extends CinderClientOptions {
   legacyMountpoint?: string;
 }
 
+/**
+ * Admin metadata Cinder merges into every volume's `metadata` (set by attach: readonly,
+ * attached_mode). Not the user's: left out of VolumeRecord.metadata so a restore does not
+ * write them back as user metadata.
+ */
+export const ADMIN_METADATA_KEYS = ['readonly', 'attached_mode'];
+
 const UUID_RE = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
 
 /** VolumeRecord of a Cinder volume. */
@@ -78,7 +85,7 @@ export function toVolumeRecord(v: CinderVolume): VolumeRecord {
     volumeType: v.volume_type ?? null,
     availabilityZone: v.availability_zone ?? null,
     bootable: v.bootable === true || String(v.bootable).toLowerCase() === 'true',
-    metadata: { ...(v.metadata ?? {}) },
+    metadata: Object.fromEntries(Object.entries(v.metadata ?? {}).filter(([k]) => !ADMIN_METADATA_KEYS.includes(k))),
     groupId: v.group_id ?? null,
     projectId: v['os-vol-tenant-attr:tenant_id'] ?? null,
     attachments: (v.attachments ?? []).map((a) => ({
@@ -373,10 +380,14 @@ export class CinderVolumeProvider implements VolumeProvider {
     try {
       const connectionInfo = await initializeConnection(this.client, volumeId, connector);
       connected = true;
+      const attId = (a: NonNullable<CinderVolume['attachments']>[number]) => a.attachment_id ?? a.id;
+      const before = new Set(((await this.client.getVolume(volumeId)).attachments ?? []).map(attId));
       await attachLegacy(this.client, volumeId, connector.host, this.opts.legacyMountpoint ?? '/dev/permafrost');
-      const v = await this.client.getVolume(volumeId);
-      const att = (v.attachments ?? []).filter((a) => a.host_name === connector.host).pop();
-      const id = att?.attachment_id ?? att?.id;
+      // The new attachment: the one that appeared (host_name is shown to admins only).
+      const after = (await this.client.getVolume(volumeId)).attachments ?? [];
+      const fresh = after.filter((a) => !before.has(attId(a)));
+      const att = fresh.length === 1 ? fresh[0] : fresh.filter((a) => a.host_name === connector.host).pop();
+      const id = att ? attId(att) : undefined;
       if (!id) throw new CloudError(`volume ${volumeId}: os-attach left no attachment for host ${connector.host}`);
       this.legacyConnectors.set(id, connector);
       return { id, volumeId, connectionInfo };
