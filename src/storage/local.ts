@@ -76,6 +76,10 @@ export class LocalStorage implements Storage {
     try {
       created = await mkdir(dir, { recursive: true, mode: this.#dirMode });
     } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST' || code === 'ENOTDIR') {
+        throw new UsageError(`${what}: a parent of the key is an object (a directory-backed store cannot hold both)`, { cause: err });
+      }
       throw fromSystemError(err, what);
     }
     const tmp = `${final}${TEMP_MARK}${randomBytes(8).toString('hex')}`;
@@ -114,6 +118,11 @@ export class LocalStorage implements Storage {
       }
     } catch (err) {
       if (tmpExists) await rm(tmp, { force: true }).catch(() => undefined);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EPERM') {
+        const st = await stat(final).catch(() => undefined);
+        if (st?.isDirectory()) throw new UsageError(`${what}: the key is a prefix of other objects`, { cause: err });
+      }
       throw fromSystemError(err, what);
     }
   }

@@ -40,6 +40,7 @@ import {
   UsageError,
 } from '../errors.js';
 import { log, registerSecret } from '../util/log.js';
+import { checkKey } from './local.js';
 import type { ObjectInfo, PutOptions, Storage } from './storage.js';
 
 const MiB = 1024 * 1024;
@@ -247,7 +248,7 @@ export class S3Storage implements Storage {
   }
 
   #key(key: string): string {
-    if (!key || key.startsWith('/')) throw new UsageError(`invalid storage key ${JSON.stringify(key)}`);
+    checkKey(key); // the same rules as every driver, so code tested on one behaves alike on the other
     return this.prefix ? `${this.prefix}/${key}` : key;
   }
 

@@ -33,15 +33,17 @@ if want s3 || want cinder; then want ceph || PARTS+=(ceph); fi
 [ "$(id -u)" = 0 ] || { echo "up.sh: must run as root" >&2; exit 1; }
 
 mkdir -p $LAB/{etc,ceph,logs,pids,run,mnt/rbdfuse,mnt/ext4}
+# One bring-up at a time (parallel test runners, two engineers): the second waits, then finds it up.
+# flock -o holds the lock in flock itself and closes it for us, so the daemons we start (which
+# outlive this script) do not inherit and hold the lock.
+if [ "${LAB_UP_LOCKED:-}" != "$LAB" ]; then
+  LAB_UP_LOCKED=$LAB exec flock -o $LAB/up.lock bash "$0" "$@"
+fi
 cd $LAB
 . $HERE/lib-ceph.sh
 . $HERE/lib-os.sh
 T0=$(date +%s)
 t() { echo "[up.sh +$(( $(date +%s)-T0 ))s] $*"; }
-
-# One bring-up at a time (parallel test runners, two engineers): the second waits, then finds it up.
-exec 9>$LAB/up.lock
-flock 9
 
 http_up() { curl -s -o /dev/null --max-time 3 "$1"; }
 ceph_ok()   { pid_alive $LAB/pids/ceph-mon.a.pid && pid_alive $LAB/pids/ceph-mgr.x.pid && pid_alive $LAB/pids/ceph-osd.0.pid; }

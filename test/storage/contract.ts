@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { AlreadyExistsError, NotFoundError } from '../../src/errors.js';
+import { AlreadyExistsError, NotFoundError, UsageError } from '../../src/errors.js';
 import type { ObjectInfo, Storage } from '../../src/storage/storage.js';
 
 /** Options of the contract suite. */
@@ -201,6 +201,15 @@ export function storageContract(name: string, makeStorage: () => Promise<Storage
       await s.put('data/ff/large', Buffer.from('small'));
       expect((await s.get('data/ff/large')).toString()).toBe('small');
     }), Math.max(timeout, 300_000));
+
+    it('keys that are not clean relative paths are refused with UsageError', withStorage(async (s) => {
+      for (const bad of ['', '/abs', '../up', 'a/../b', 'a//b', 'a/./b', 'trailing/']) {
+        await expect(s.put(bad, Buffer.from('x')), JSON.stringify(bad)).rejects.toBeInstanceOf(UsageError);
+        await expect(s.get(bad), JSON.stringify(bad)).rejects.toBeInstanceOf(UsageError);
+        await expect(s.stat(bad), JSON.stringify(bad)).rejects.toBeInstanceOf(UsageError);
+        await expect(s.delete(bad), JSON.stringify(bad)).rejects.toBeInstanceOf(UsageError);
+      }
+    }), timeout);
 
     it('binary data keeps every byte: all byte values, empty object, odd key characters', withStorage(async (s) => {
       const all = Buffer.alloc(256 * 4);

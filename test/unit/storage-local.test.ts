@@ -118,6 +118,16 @@ describe('LocalStorage: keys', () => {
     }
   });
 
+  it('a key cannot be both an object and a prefix of objects (UsageError, not a raw errno)', async () => {
+    const s = new LocalStorage(freshDir());
+    await s.put('a', Buffer.from('1'));
+    await expect(s.put('a/b', Buffer.from('2'))).rejects.toBeInstanceOf(UsageError);
+    await s.put('x/y', Buffer.from('3'));
+    await expect(s.put('x', Buffer.from('4'))).rejects.toBeInstanceOf(UsageError);
+    await expect(s.put('x', Buffer.from('4'), { ifNoneMatch: true })).rejects.toThrow();
+    expect((await listAll(s, '')).map((o) => o.key).sort()).toEqual(['a', 'x/y']);
+  });
+
   it('list of a prefix that would leave the root yields nothing', async () => {
     const root = freshDir();
     const s = new LocalStorage(join(root, 'repo'));
