@@ -11,7 +11,7 @@ import type { AttachedDevice } from '../connectors/connector.js';
 import type { ScriptConnectorOptions } from '../connectors/script.js';
 import { UsageError } from '../errors.js';
 import { log } from '../util/log.js';
-import { mkfs } from '../util/mounts.js';
+import { mkfs, mkfsCommand } from '../util/mounts.js';
 import { GiB, type LocalCreateVolumeOptions } from './local.js';
 import type { Attachment, VolumeProvider, VolumeRecord } from './provider.js';
 
@@ -72,6 +72,7 @@ export interface CreateVolumeWithFsOptions {
 export async function createVolumeWithFilesystem(provider: VolumeProvider, o: CreateVolumeWithFsOptions): Promise<VolumeRecord> {
   const bytes = parseSize(o.size);
   const fs = o.fs && o.fs !== 'none' ? o.fs : undefined;
+  if (fs) mkfsCommand('/dev/null', { type: fs }); // unknown type: UsageError before creating anything
   const req: LocalCreateVolumeOptions = {
     name: o.name,
     size: Math.max(1, Math.ceil(bytes / GiB)),

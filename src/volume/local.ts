@@ -330,6 +330,8 @@ export class LocalVolumeProvider implements VolumeProvider {
           if (opts.sizeBytes === undefined && opts.size < s.size) {
             throw new CloudError(`Invalid input received: Volume size '${opts.size}'GB cannot be smaller than the snapshot size ${s.size}GB. They must be >= original snapshot size.`, 400);
           }
+          // The same size in GiB as the snapshot keeps its exact size (a sub-GiB test volume stays so).
+          if (opts.sizeBytes === undefined && opts.size === s.size) sizeBytes = s.sizeBytes;
           if (sizeBytes < s.sizeBytes) {
             if (opts.sizeBytes !== undefined) throw new CloudError(`Invalid input received: volume smaller than snapshot ${s.id}`, 400);
             sizeBytes = s.sizeBytes;
@@ -344,6 +346,7 @@ export class LocalVolumeProvider implements VolumeProvider {
           if (opts.sizeBytes === undefined && opts.size < src.size) {
             throw new CloudError(`Invalid input received: Clones currently must be >= original volume size.`, 400);
           }
+          if (opts.sizeBytes === undefined && opts.size === src.size) sizeBytes = src.sizeBytes;
           if (sizeBytes < src.sizeBytes) {
             if (opts.sizeBytes !== undefined) throw new CloudError(`Invalid input received: clone smaller than volume ${src.id}`, 400);
             sizeBytes = src.sizeBytes;
