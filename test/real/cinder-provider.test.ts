@@ -285,6 +285,26 @@ describe('tenancy and errors', () => {
   });
 });
 
+describe('deleting what is still in use', () => {
+  it('a snapshot with a dependent clone: the delete fails with the server message, not a timeout', async (ctx) => {
+    if (skip) return ctx.skip();
+    const v = await admin.createVolume({ name: `${RUN}-parent`, size: 1 });
+    pushVolume(admin, v.id);
+    await admin.waitVolume(v.id, ['available']);
+    const s = await admin.createSnapshot(v.id, `${RUN}-busy`, { force: false });
+    pushSnapshot(admin, s.id);
+    await admin.waitSnapshot(s.id, ['available']);
+    const c = await admin.createVolume({ name: `${RUN}-child`, size: 1, snapshotId: s.id });
+    pushVolume(admin, c.id);
+    await admin.waitVolume(c.id, ['available']);
+    const err = await admin.deleteSnapshot(s.id, { wait: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CloudError);
+    expect((err as Error).message).toMatch(/was not deleted: it is available again/);
+    console.warn(`[cinder-provider] busy snapshot: ${(err as Error).message}`);
+    await expect(admin.deleteVolume(v.id)).rejects.toThrow(/have snapshots/);
+  });
+});
+
 describe('groups', () => {
   it('create a group, a volume in it, list the group and its volumes', async (ctx) => {
     if (skip) return ctx.skip();

@@ -221,13 +221,17 @@ export class CinderVolumeProvider implements VolumeProvider {
         if (e instanceof NotFoundError) return;
         throw e;
       }
-      if (!TRANSITIONAL.has(v.status)) throw err;
-      log.debug(`volume ${id} is ${v.status}; waiting before deleting it`);
-      await this.waitVolume(id, ['available', 'in-use', 'error', 'error_restoring', 'error_extending', 'error_managing'], opts.timeoutMs, { errorStates: [] });
-      await this.client.deleteVolume(id, { cascade: opts.cascade });
+      if (v.status !== 'deleting') {
+        if (!TRANSITIONAL.has(v.status)) throw err;
+        log.debug(`volume ${id} is ${v.status}; waiting before deleting it`);
+        await this.waitVolume(id, ['available', 'in-use', 'error', 'error_restoring', 'error_extending', 'error_managing', 'deleting'], opts.timeoutMs, {
+          errorStates: [],
+        });
+        await this.client.deleteVolume(id, { cascade: opts.cascade });
+      }
     }
     this.pendingBootable.delete(id);
-    if (opts.wait) await this.waitVolume(id, ['deleted'], opts.timeoutMs);
+    if (opts.wait) await this.waitVolume(id, ['deleted'], opts.timeoutMs, { afterDelete: true });
   }
 
   async updateMetadata(id: string, metadata: Record<string, string>, replace = false): Promise<void> {
@@ -258,8 +262,10 @@ export class CinderVolumeProvider implements VolumeProvider {
   /**
    * Poll until the volume reaches one of `states` ('deleted' = gone). Error
    * states throw CloudError with the server's message; timeout scales with size.
+   * `o.afterDelete`: a delete was just accepted, so any state but `deleting`
+   * means it failed (RBD: image busy).
    */
-  async waitVolume(id: string, states: string[], timeoutMs?: number, o: { errorStates?: string[] } = {}): Promise<VolumeRecord> {
+  async waitVolume(id: string, states: string[], timeoutMs?: number, o: { errorStates?: string[]; afterDelete?: boolean } = {}): Promise<VolumeRecord> {
     const errorStates = (o.errorStates ?? VOLUME_ERROR_STATES).filter((s) => !states.includes(s));
     const r = await this.poll(
       `volume ${id}`,
@@ -272,8 +278,7 @@ export class CinderVolumeProvider implements VolumeProvider {
         }
       },
       states,
-      errorStates,
-      timeoutMs,
+      { errorStates, timeoutMs, afterDelete: o.afterDelete },
     );
     if (!r) return { ...emptyVolume(id), status: 'deleted' };
     const pending = this.pendingBootable.get(id);
@@ -289,9 +294,9 @@ export class CinderVolumeProvider implements VolumeProvider {
     what: string,
     get: () => Promise<T | undefined>,
     states: string[],
-    errorStates: string[],
-    timeoutMs: number | undefined,
+    o: { errorStates: string[]; timeoutMs?: number; afterDelete?: boolean },
   ): Promise<T | undefined> {
+    const { errorStates, timeoutMs } = o;
     const started = Date.now();
     let delay = this.opts.pollInitialMs ?? 500;
     let deadline: number | undefined = timeoutMs !== undefined ? started + timeoutMs : undefined;
@@ -302,6 +307,9 @@ export class CinderVolumeProvider implements VolumeProvider {
       if (states.includes(r.status)) return r;
       if (errorStates.includes(r.status)) {
         throw new CloudError(`${what} went to status ${r.status}${await this.fault(r.id)}`);
+      }
+      if (o.afterDelete && r.status !== 'deleting') {
+        throw new CloudError(`${what} was not deleted: it is ${r.status} again${await this.fault(r.id)}`);
       }
       if (r.status === 'deleting' && !states.includes('deleted')) throw new CloudError(`${what} is being deleted (waiting for ${states.join('/')})`);
       const now = Date.now();
@@ -331,10 +339,11 @@ export class CinderVolumeProvider implements VolumeProvider {
   /** Delete a snapshot; a missing one is success. `wait` waits until it is gone. */
   async deleteSnapshot(id: string, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<void> {
     await this.client.deleteSnapshot(id);
-    if (opts.wait) await this.waitSnapshot(id, ['deleted'], opts.timeoutMs);
+    if (opts.wait) await this.waitSnapshot(id, ['deleted'], opts.timeoutMs, { afterDelete: true });
   }
 
-  async waitSnapshot(id: string, states: string[], timeoutMs?: number): Promise<SnapshotRecord> {
+  /** Poll until the snapshot reaches one of `states` ('deleted' = gone); see waitVolume. */
+  async waitSnapshot(id: string, states: string[], timeoutMs?: number, o: { afterDelete?: boolean } = {}): Promise<SnapshotRecord> {
     const r = await this.poll(
       `snapshot ${id}`,
       async () => {
@@ -346,8 +355,7 @@ export class CinderVolumeProvider implements VolumeProvider {
         }
       },
       states,
-      SNAPSHOT_ERROR_STATES.filter((s) => !states.includes(s)),
-      timeoutMs,
+      { errorStates: SNAPSHOT_ERROR_STATES.filter((s) => !states.includes(s)), timeoutMs, afterDelete: o.afterDelete },
     );
     if (!r) return { id, volumeId: '', name: '', status: 'deleted', size: 0, createdAt: '', metadata: {} };
     return toSnapshotRecord(r);
