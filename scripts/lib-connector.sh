@@ -196,6 +196,9 @@ stop_pid() {
   fi
 }
 
+# dev_ready PATH: a block device; under a test root (PF_DEV_ROOT), any file.
+dev_ready() { [ -b "$1" ] || { [ -n "${PF_DEV_ROOT:-}" ] && [ -e "$1" ]; }; }
+
 # scsi_address SYSFS_ROOT SDNAME: H:C:T:L of a SCSI disk (empty when unknown).
 scsi_address() {
   local link="$1/block/$2/device"
