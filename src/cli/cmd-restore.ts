@@ -1,9 +1,13 @@
 /** permafrost restore: a backup into a directory (--target-dir), as a tar stream (--tar), or onto a volume. */
 import { createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { exportTar } from '../../engines/file/tar.js';
 import { restoreTree } from '../../engines/file/restore.js';
+import { restoreDevice } from '../../engines/block/restore.js';
 import { UsageError } from '../errors.js';
+import { restoreToVolume } from '../jobs/restore-volume.js';
+import { addProviderOptions } from './cmd-volume.js';
 import { log } from '../util/log.js';
 import { withContext } from './main.js';
 import { formatBytes, formatDuration } from './output.js';
@@ -11,37 +15,93 @@ import { formatBytes, formatDuration } from './output.js';
 export interface RestoreOptions {
   targetDir?: string;
   tar?: string;
+  toImage?: string;
+  toVolume?: string;
+  name?: string;
+  recreateVolOnError?: boolean;
+  metaOverride?: boolean;
+  removeOldVol?: boolean;
   include?: string[];
   overwrite?: boolean;
+  provider?: string;
+  osCloud?: string;
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function registerRestore(program: Command, signal: AbortSignal): void {
-  program
+  const cmd = program
     .command('restore')
     .argument('<backup-id>', 'backup ID or a unique prefix of it')
-    .description('restore a backup into a directory or as a tar archive')
+    .description('restore a backup into a directory, as a tar archive, into an image file, or onto a volume')
     .option('--target-dir <dir>', 'restore the files into this directory (created if needed)')
     .option('--tar <file>', 'write a tar archive to FILE, or "-" for stdout')
+    .option('--to-image <file>', 'write a block backup into a (sparse) image file')
+    .option('--to-volume <new|ref>', '"new": a volume rebuilt from the saved record; or the ID/name of an existing volume')
+    .option('--name <name>', 'name of the new volume (default: the saved name)')
+    .option('--recreate-vol-on-error', 'when the existing volume is in use: snapshot it, clone it, restore into the clone')
+    .option('--meta-override', "replace the volume's metadata with the saved metadata")
+    .option('--remove-old-vol', 'DANGEROUS: delete the old volume after a verified restore into a clone (never one still in use)')
     .option('--include <glob>', 'only paths matching this glob, e.g. "etc/**" (repeatable)', collect)
-    .option('--overwrite', 'replace files that already exist in the target directory')
-    .action(
+    .option('--overwrite', 'replace files that already exist in the target directory');
+  addProviderOptions(cmd).action(
       withContext<RestoreOptions>(signal, async (ctx, opts, idArg) => {
-        if (!opts.targetDir === !opts.tar) throw new UsageError('restore needs exactly one of --target-dir DIR or --tar FILE|-');
+        const targets = [opts.targetDir, opts.tar, opts.toImage, opts.toVolume].filter(Boolean).length;
+        if (targets !== 1) throw new UsageError('restore needs exactly one of --target-dir DIR, --tar FILE|-, --to-image FILE or --to-volume new|REF');
         const repo = await ctx.repository();
         const id = await repo.resolveBackupId(idArg!);
         const m = await repo.loadManifest(id);
-        if (m.engine !== 'file') throw new UsageError(`backup ${id} holds raw blocks (block engine): restore it to a volume or an image file with --to-volume/--to-image`);
+        if (opts.toVolume) {
+          const provider = await ctx.provider(opts);
+          const progress = ctx.out.progress('restore');
+          progress.setTotal(m.stats.bytesTotal);
+          try {
+            const r = await restoreToVolume(repo, ctx.catalog(), provider, m, {
+              toVolume: opts.toVolume,
+              name: opts.name,
+              recreateVolOnError: opts.recreateVolOnError,
+              metaOverride: opts.metaOverride,
+              removeOldVol: opts.removeOldVol,
+              host: ctx.config.host,
+              stateDir: ctx.config.stateDir,
+              scripts: ctx.scripts(),
+              connector: ctx.connectorProps(),
+              waitTimeout: ctx.config.int('volume', 'wait_timeout'),
+              signal: ctx.signal,
+              progress,
+            });
+            for (const w of r.warnings) log.warn(w);
+            ctx.out.result(r, () => `restored backup ${id} onto ${r.created ? 'new ' : ''}volume ${r.volume.name} (${r.volume.id}), ${r.volume.size} GiB`);
+          } finally {
+            progress.done();
+          }
+          return;
+        }
+        if (opts.toImage) {
+          if (m.engine !== 'block') throw new UsageError(`backup ${id} holds files (file engine): restore it with --target-dir, --tar or --to-volume`);
+          const progress = ctx.out.progress('restore');
+          try {
+            const r = await restoreDevice(m.root, opts.toImage, {}, { repo, signal: ctx.signal, progress, log });
+            ctx.out.result({ id, image: opts.toImage, ...r }, () => `restored backup ${id} into ${opts.toImage} (${formatBytes(r.size)}, ${formatDuration(r.seconds * 1000)})`);
+          } finally {
+            progress.done();
+          }
+          return;
+        }
+        if (m.engine !== 'file') throw new UsageError(`backup ${id} holds raw blocks (block engine): restore it with --to-volume or --to-image`);
         const t0 = Date.now();
         const progress = ctx.out.progress('restore');
         progress.setTotal(m.stats.bytesTotal, m.stats.files);
         const ectx = { repo, signal: ctx.signal, progress, log };
         try {
           if (opts.tar) {
-            const out = opts.tar === '-' ? process.stdout : createWriteStream(opts.tar);
-            await exportTar(m.root, out, { include: opts.include }, ectx);
-            if (out !== process.stdout) await new Promise<void>((res, rej) => (out as NodeJS.WritableStream).end(() => res()) || rej);
+            if (opts.tar === '-') await exportTar(m.root, process.stdout, { include: opts.include }, ectx);
+            else {
+              const out = createWriteStream(opts.tar);
+              await exportTar(m.root, out, { include: opts.include }, ectx);
+              out.end();
+              await finished(out);
+            }
             if (opts.tar !== '-') ctx.out.result({ id, tar: opts.tar }, () => `backup ${id} written as tar to ${opts.tar}`);
             return;
           }

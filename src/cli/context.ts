@@ -10,7 +10,11 @@ import { UsageError } from '../errors.js';
 import { Repository } from '../repository/repository.js';
 import { openStorage } from '../storage/index.js';
 import type { Storage } from '../storage/storage.js';
+import { connectorProperties } from '../connectors/properties.js';
+import type { ScriptConnectorOptions } from '../connectors/script.js';
 import { type Level, setLogLevel } from '../util/log.js';
+import { openProvider } from '../volume/index.js';
+import type { ConnectorProperties, VolumeProvider } from '../volume/provider.js';
 import { Output } from './output.js';
 
 export interface GlobalOptions {
@@ -28,6 +32,7 @@ export class Context {
   readonly out: Output;
   #repo?: Repository;
   #catalog?: Catalog;
+  #provider?: VolumeProvider;
 
   constructor(
     readonly opts: GlobalOptions,
@@ -80,7 +85,36 @@ export class Context {
     return this.#catalog;
   }
 
+  /** The volume provider (--provider, [volume] provider; local by default). */
+  async provider(choice: { provider?: string; osCloud?: string } = {}): Promise<VolumeProvider> {
+    this.#provider ??= await openProvider(this.config, choice);
+    return this.#provider;
+  }
+
+  /** Options for the connector helper scripts. */
+  scripts(): ScriptConnectorOptions {
+    const c = this.config;
+    const env: Record<string, string> = {};
+    const conf = c.get('connector', 'ceph_conf');
+    const keyring = c.get('connector', 'ceph_keyring');
+    if (conf) env.PF_CEPH_CONF = conf;
+    if (keyring) env.PF_KEYRING = keyring;
+    return {
+      stateDir: join(c.stateDir, 'run'),
+      mode: c.get('connector', 'attach_mode') as ScriptConnectorOptions['mode'],
+      timeoutMs: (c.int('connector', 'timeout') ?? 120) * 1000,
+      env,
+    };
+  }
+
+  /** This node's connector properties, as sent to the cloud. */
+  connectorProps(): ConnectorProperties {
+    return connectorProperties({ host: this.config.host });
+  }
+
   async close(): Promise<void> {
+    await this.#provider?.close?.();
+    this.#provider = undefined;
     const repo = this.#repo;
     this.#repo = undefined;
     await repo?.close();

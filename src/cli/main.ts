@@ -9,9 +9,11 @@ import { registerBackup } from './cmd-backup.js';
 import { registerCatalog } from './cmd-catalog.js';
 import { registerCheck } from './cmd-check.js';
 import { registerInit } from './cmd-init.js';
+import { registerCleanup } from './cmd-cleanup.js';
 import { registerList } from './cmd-list.js';
 import { registerQuickstart } from './cmd-quickstart.js';
 import { registerRestore } from './cmd-restore.js';
+import { registerVolume } from './cmd-volume.js';
 
 export type Action<O> = (ctx: Context, opts: O, ...args: string[]) => Promise<void>;
 
@@ -44,7 +46,7 @@ export function buildProgram(signal: AbortSignal): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   program.configureOutput({ outputError: (str, write) => write(str) });
-  for (const register of [registerInit, registerBackup, registerList, registerRestore, registerCheck, registerCatalog, registerQuickstart]) register(program, signal);
+  for (const register of [registerInit, registerBackup, registerList, registerRestore, registerCheck, registerCatalog, registerVolume, registerCleanup, registerQuickstart]) register(program, signal);
   program.commands.forEach((c) => c.exitOverride());
   return program;
 }

@@ -37,7 +37,7 @@ export const SCHEMA: KeySpec[] = [
   { section: 's3', name: 'max_attempts', env: 'PERMAFROST_S3_MAX_ATTEMPTS', type: 'int', default: '6', doc: 'Attempts per S3 request on 5xx, 429, SlowDown and network errors (exponential backoff).' },
   // [volume]
   { section: 'volume', name: 'provider', env: 'PERMAFROST_PROVIDER', type: 'enum', values: ['local', 'cinder'], default: 'local', doc: 'Volume provider: local (sparse images in pool_dir, the embedded default) or cinder.' },
-  { section: 'volume', name: 'pool_dir', env: 'PERMAFROST_POOL_DIR', type: 'string', default: '/var/lib/permafrost/volumes', doc: 'Local provider: directory holding volume images and records.' },
+  { section: 'volume', name: 'pool_dir', env: 'PERMAFROST_POOL_DIR', type: 'string', doc: 'Local provider: directory holding volume images and records. Default: <state_dir>/volumes.' },
   { section: 'volume', name: 'wait_timeout', env: 'PERMAFROST_WAIT_TIMEOUT', type: 'int', default: '300', doc: 'Seconds to wait for a volume or snapshot to become ready, plus 10 s per GiB.' },
   // [connector]
   { section: 'connector', name: 'attach_mode', env: 'PERMAFROST_ATTACH_MODE', type: 'enum', values: ['auto', 'kernel', 'userspace'], default: 'auto', doc: 'Attach through kernel initiators (iscsiadm, rbd map) or userspace (qemu-storage-daemon/FUSE + loop). auto picks kernel when its module is available.' },
