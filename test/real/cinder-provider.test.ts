@@ -162,6 +162,39 @@ describe('Keystone against the lab', () => {
     expect(JSON.stringify({ ...(err as object), message: (err as Error).message })).not.toContain(wrong);
   });
 
+  it('application credential: created by the tenant, authenticates (project scope from the credential), works with Cinder', async (ctx) => {
+    if (skip) return ctx.skip();
+    const s = demo.session;
+    const tok = await s.getToken();
+    const base = `${s.identityUrl}/users/${tok.userId}/application_credentials`;
+    const res = await s.request({ method: 'POST', url: base, body: { application_credential: { name: `${RUN}-ac`, description: 'permafrost test' } } });
+    expect(res.status).toBe(201);
+    const ac = (res.json as { application_credential: { id: string; secret: string } }).application_credential;
+    cleanup.push({
+      what: 'delete application credential',
+      fn: async () => {
+        const r = await s.request({ method: 'DELETE', url: `${base}/${ac.id}` });
+        if (r.status !== 204 && r.status !== 404) throw new Error(`HTTP ${r.status}`);
+      },
+    });
+    const p = await CinderVolumeProvider.create({
+      env: { OS_AUTH_URL: demoCreds.authUrl, OS_AUTH_TYPE: 'v3applicationcredential', OS_APPLICATION_CREDENTIAL_ID: ac.id, OS_APPLICATION_CREDENTIAL_SECRET: ac.secret },
+      searchDirs: [],
+    });
+    const info = await timed('auth app credential', () => p.info());
+    expect(info.projectName).toBe(demoCreds.projectName);
+    expect(info.admin).toBe(false);
+    expect(Array.isArray(await p.listVolumes())).toBe(true);
+    const bad = await CinderVolumeProvider.create({
+      env: { OS_AUTH_URL: demoCreds.authUrl, OS_APPLICATION_CREDENTIAL_ID: ac.id, OS_APPLICATION_CREDENTIAL_SECRET: 'not-the-secret-42' },
+      searchDirs: [],
+    });
+    const err = await bad.listVolumes().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AuthError);
+    expect((err as Error).message).toContain(`application credential ${ac.id}`);
+    expect((err as Error).message).not.toContain('not-the-secret-42');
+  });
+
   it('a missing interface/region is a ConfigError naming them', async (ctx) => {
     if (skip) return ctx.skip();
     const s = new KeystoneSession({ ...(admin.session.config), regionName: 'NoSuchRegion' });

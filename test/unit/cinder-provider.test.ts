@@ -128,6 +128,18 @@ describe('CinderVolumeProvider', () => {
     await p.detach(v.id, att.id);
   });
 
+  it('attach whose answer was lost (502 after the fact) adopts the attachment instead of making a second', async () => {
+    const p = await provider();
+    const v = cloud.addVolume({});
+    await p.client.init();
+    cloud.faults.push({ method: 'POST', path: /\/attachments$/, status: 502, count: 1, afterEffect: true });
+    const att = await p.attach(v.id, connector);
+    expect(cloud.attachments.size).toBe(1);
+    expect(att.id).toBe([...cloud.attachments.keys()][0]);
+    expect(att.connectionInfo.data).toMatchObject({ name: `volumes/volume-${v.id}` });
+    expect(cloud.volumes.get(v.id)!.status).toBe('in-use');
+  });
+
   it('hot snapshot uses force below 3.66; a cold snapshot of an in-use volume is refused from 3.66', async () => {
     const p = await provider();
     const v = cloud.addVolume({ status: 'in-use' });

@@ -338,6 +338,12 @@ export class FakeCloud {
       v.attachments.push({ attachment_id: a.id, host_name: 'fake', server_id: null });
       return this.send(res, 204);
     }
+    if ((m = /^\/attachments\/([^/]+)$/.exec(path)) && method === 'GET') {
+      const a = this.attachments.get(m[1]!);
+      if (!a) return this.nf(res, `Attachment ${m[1]}`);
+      const ci = { driver_volume_type: 'rbd', name: `volumes/volume-${a.volume_id}`, hosts: ['127.0.0.1'], ports: ['6789'], auth_username: 'cinder', attachment_id: a.id };
+      return this.send(res, 200, { attachment: { ...a, connection_info: ci } });
+    }
     if ((m = /^\/attachments\/([^/]+)$/.exec(path)) && method === 'DELETE') {
       const a = this.attachments.get(m[1]!);
       if (!a) return this.nf(res, `Attachment ${m[1]}`);
