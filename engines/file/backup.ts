@@ -1,0 +1,778 @@
+/**
+ * File engine backup: a mounted tree → data blobs and one tree blob per directory.
+ *
+ * - The walk is depth-first and synchronous within a directory (readdirSync +
+ *   lstatSync with bigint times): a no-change incremental is one lstat per
+ *   entry compared against the parent's tree, no reads, no per-file promises.
+ * - Parent skip: a regular file whose size, mtimeNs, ctimeNs and inode equal
+ *   its node in the parent's tree (same relative path) reuses the parent's
+ *   content list. Parent trees are loaded lazily, a directory's subtrees
+ *   prefetched in parallel while the directory is walked.
+ * - Other files go to a small pool of readers (async reads on the libuv pool so
+ *   a cold device gets several requests in flight); files below the minimum
+ *   chunk size are one read and one blob, larger ones are streamed through
+ *   FastCDC in 8 MiB reads. Chunks are hashed here (BLAKE3, native) and handed
+ *   to saveBlob without waiting, bounded by the bytes in flight, so the
+ *   compression workers stay busy.
+ * - Trees are encoded bottom-up once a directory's files, subdirectories and
+ *   the xattr scan (see xattr.ts) are done.
+ * - Files that vanish or cannot be read are logged, counted in stats.errors and
+ *   left out; the caller decides whether that makes the backup partial.
+ */
+import * as fs from 'node:fs';
+import { constants as C } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
+import { InterruptedError } from '../../src/errors.js';
+import type { BlobId, BackupStats, BlobType } from '../../src/repository/types.js';
+import { emptyStats } from '../../src/repository/types.js';
+import type { EngineBackupResult, EngineContext } from '../engine.js';
+import { Chunker, DEFAULT_CHUNKER, type ChunkerOptions } from './chunker.js';
+import { compileExcludes, type PathMatcher } from './select.js';
+import { encodeTree, decodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
+import { startXattrScan, type XattrScan, type Xattrs } from './xattr.js';
+
+/** Options of backupTree. */
+export interface BackupTreeOptions {
+  /** Root tree of the parent backup: unchanged files are not read again. */
+  parentRoot?: BlobId;
+  /** Globs of paths to leave out (see select.ts). */
+  excludes?: string[];
+  /** Do not descend into directories on another device (the mount point itself is kept, empty). */
+  oneFileSystem?: boolean;
+  /** Chunker parameters (default: DEFAULT_CHUNKER; must stay the same across backups of a repository). */
+  chunker?: ChunkerOptions;
+  /** Back up extended attributes with getfattr (default true). */
+  xattrs?: boolean;
+  /**
+   * 0 (default): files are read synchronously on the main thread (cheapest per
+   * file on cached or local storage). N > 0: N files read concurrently with
+   * async reads on the libuv pool (for high-latency devices; costs more CPU).
+   */
+  readConcurrency?: number;
+  /** Cap on plaintext bytes handed to saveBlob and not yet settled (default 96 MiB). */
+  maxInflightBytes?: number;
+}
+
+const READ_SIZE = 8 << 20;
+const SLAB_SIZE = 4 << 20;
+const EMPTY: never[] = [];
+
+let zeroBuf = Buffer.alloc(0);
+/** True when every byte of `b` is zero. */
+export function isZero(b: Uint8Array): boolean {
+  const n = b.length;
+  if (n === 0) return true;
+  if (b[0] !== 0 || b[n - 1] !== 0 || b[n >> 1] !== 0) return false;
+  if (zeroBuf.length < n) zeroBuf = Buffer.alloc(Math.max(n, 1 << 20));
+  return Buffer.compare(b, zeroBuf.subarray(0, n)) === 0;
+}
+
+function typeOf(mode: number): NodeType | undefined {
+  switch (mode & C.S_IFMT) {
+    case C.S_IFREG:
+      return 'file';
+    case C.S_IFDIR:
+      return 'dir';
+    case C.S_IFLNK:
+      return 'symlink';
+    case C.S_IFIFO:
+      return 'fifo';
+    case C.S_IFCHR:
+      return 'chardev';
+    case C.S_IFBLK:
+      return 'blockdev';
+    case C.S_IFSOCK:
+      return 'socket';
+    default:
+      return undefined;
+  }
+}
+
+function errText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e?.code ? `${e.code}` : String((err as Error)?.message ?? err);
+}
+
+/** A node under construction with what the walk needs to finish it. */
+interface Work {
+  node: TreeNode;
+  rel: string;
+  /** Left out of the tree (vanished or unreadable). */
+  drop?: boolean;
+}
+
+interface ReadJob {
+  work: Work;
+  abs: string;
+  size: number;
+  resolve?: () => void;
+  reject?: (e: unknown) => void;
+}
+
+interface DirResult {
+  tree: Promise<BlobId>;
+}
+
+const noop = (): void => {};
+
+class TreeBackup {
+  readonly stats: BackupStats = emptyStats();
+  private readonly repo;
+  private readonly log;
+  private readonly progress;
+  private readonly signal: AbortSignal;
+  private readonly chunkOpts: Required<ChunkerOptions>;
+  private readonly excludes?: PathMatcher;
+  private readonly readConcurrency: number;
+  private readonly maxInflight: number;
+  private readonly openFlags: number;
+  private rootDev = 0n;
+  private xattrScan?: XattrScan;
+  private xattrMap?: Map<string, Xattrs>;
+  private failure: unknown;
+  /** Plaintext bytes in saveBlob calls not yet settled. */
+  private inflight = 0;
+  private readonly saves = new Set<Promise<unknown>>();
+  private roomWaiters: (() => void)[] = [];
+  private readonly queue: ReadJob[] = [];
+  private queueHead = 0;
+  private activeReaders = 0;
+  private queueWaiters: (() => void)[] = [];
+  private readonly scratch: Buffer[] = [];
+  /** dev:inode of files with nlink > 1 seen in this backup → when their content is known. */
+  private readonly links = new Map<string, { work: Work; ready: Promise<void> | undefined }>();
+  private slab = Buffer.alloc(0);
+  private slabPos = 0;
+  private progressBytes = 0;
+  private progressFiles = 0;
+  private lastYield = 0;
+  private emptyTreeId?: Promise<BlobId>;
+
+  constructor(
+    private readonly rootDir: string,
+    private readonly opts: BackupTreeOptions,
+    ctx: EngineContext,
+  ) {
+    this.repo = ctx.repo;
+    this.log = ctx.log;
+    this.progress = ctx.progress;
+    this.signal = ctx.signal;
+    this.chunkOpts = { ...DEFAULT_CHUNKER, ...(opts.chunker ?? {}) };
+    new Chunker(this.chunkOpts); // validate early
+    this.excludes = compileExcludes(opts.excludes);
+    this.readConcurrency = Math.max(0, Math.floor(opts.readConcurrency ?? 0));
+    this.maxInflight = Math.max(this.chunkOpts.maxSize * 2, opts.maxInflightBytes ?? 96 << 20);
+    let flags = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
+    if (process.getuid?.() === 0 && C.O_NOATIME) flags |= C.O_NOATIME;
+    this.openFlags = flags;
+  }
+
+  async run(): Promise<EngineBackupResult> {
+    this.checkAbort();
+    const rootSt = fs.lstatSync(this.rootDir, { bigint: true });
+    if (!rootSt.isDirectory()) throw new Error(`${this.rootDir} is not a directory`);
+    this.rootDev = rootSt.dev;
+    if (this.opts.xattrs !== false) this.xattrScan = startXattrScan(this.rootDir, this.log);
+    const onAbort = () => this.fail(new InterruptedError());
+    this.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      const parent = this.opts.parentRoot ? await this.loadParent(this.opts.parentRoot, '') : undefined;
+      const rootNode = this.makeNode('', rootSt, 'dir');
+      this.stats.dirs++;
+      const res = await this.walkDir(this.rootDir, '', parent?.nodes, { node: rootNode, rel: '' });
+      const root = await res.tree;
+      while (this.saves.size > 0) await Promise.all([...this.saves]);
+      if (this.failure) throw this.failure;
+      this.flushProgress();
+      return {
+        root,
+        stats: this.stats,
+        info: {
+          chunker: { minSize: this.chunkOpts.minSize, avgSize: this.chunkOpts.avgSize, maxSize: this.chunkOpts.maxSize, seed: this.chunkOpts.seed },
+          xattrs: this.xattrScan ? 'getfattr' : 'off',
+        },
+      };
+    } catch (err) {
+      this.fail(err);
+      this.xattrScan?.kill();
+      // Let saves in flight settle so nothing keeps running after we return.
+      await Promise.allSettled([...this.saves]);
+      throw this.failure;
+    } finally {
+      this.signal.removeEventListener('abort', onAbort);
+      this.xattrScan?.kill();
+    }
+  }
+
+  // ---- failure, abort, progress ----------------------------------------
+
+  private fail(err: unknown): void {
+    if (this.failure === undefined) this.failure = err;
+    // Wake everything that waits so it can observe the failure.
+    this.wakeRoom();
+    this.wakeQueue();
+    for (const j of this.queue.splice(this.queueHead)) j.reject?.(this.failure);
+    this.queue.length = 0;
+    this.queueHead = 0;
+  }
+
+  private checkAbort(): void {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.signal.aborted) {
+      this.fail(new InterruptedError());
+      throw this.failure;
+    }
+  }
+
+  private flushProgress(): void {
+    if (this.progressBytes || this.progressFiles) {
+      this.progress.advance(this.progressBytes, this.progressFiles);
+      this.progressBytes = 0;
+      this.progressFiles = 0;
+    }
+  }
+
+  /** Give the event loop a turn now and then (worker results, child exit, timers). */
+  private async maybeYield(): Promise<void> {
+    const now = performance.now();
+    if (now - this.lastYield < 25) return;
+    this.lastYield = now;
+    this.flushProgress();
+    await new Promise<void>((r) => setImmediate(r));
+  }
+
+  // ---- saving ------------------------------------------------------------
+
+  private wakeRoom(): void {
+    const w = this.roomWaiters;
+    this.roomWaiters = [];
+    for (const f of w) f();
+  }
+
+  private async waitRoom(): Promise<void> {
+    while (this.inflight >= this.maxInflight && this.failure === undefined) {
+      await new Promise<void>((r) => this.roomWaiters.push(r));
+    }
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  /** Hand a blob to the repository without waiting for it; accounting on settle. */
+  private save(type: BlobType, data: Buffer, id: BlobId): void {
+    const len = data.length;
+    this.inflight += len;
+    let p: Promise<unknown>;
+    try {
+      p = this.repo.saveBlob(type, data, id);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    const tracked = p.then(
+      (r) => {
+        const res = r as { isNew: boolean; storedSize: number };
+        if (res.isNew) {
+          this.stats.blobsNew++;
+          this.stats.bytesNew += len;
+          this.stats.bytesStored += res.storedSize;
+        }
+      },
+      (err) => this.fail(err),
+    );
+    this.saves.add(tracked);
+    void tracked.finally(() => {
+      this.saves.delete(tracked);
+      this.inflight -= len;
+      if (this.inflight < this.maxInflight) {
+        this.wakeRoom();
+        this.pump();
+      }
+    });
+  }
+
+  /** Hash a data chunk and save it unless the repository has it; returns its ID. */
+  private saveData(chunk: Uint8Array, copy: boolean): BlobId {
+    const id = this.repo.hash(chunk);
+    if (!this.repo.has(id)) {
+      let data: Buffer;
+      if (copy) {
+        data = Buffer.allocUnsafeSlow(chunk.length);
+        data.set(chunk);
+      } else data = chunk as Buffer;
+      this.save('data', data, id);
+    }
+    return id;
+  }
+
+  private async saveTree(tree: Tree): Promise<BlobId> {
+    const buf = encodeTree(tree);
+    const id = this.repo.hash(buf);
+    if (!this.repo.has(id)) this.save('tree', buf, id);
+    return id;
+  }
+
+  private emptyTree(): Promise<BlobId> {
+    this.emptyTreeId ??= this.saveTree({ nodes: [] });
+    return this.emptyTreeId;
+  }
+
+  // ---- parent --------------------------------------------------------------
+
+  private async loadParent(id: BlobId, rel: string): Promise<{ nodes: Map<string, TreeNode> } | undefined> {
+    try {
+      const t = decodeTree(await this.repo.loadBlob('tree', id));
+      const m = new Map<string, TreeNode>();
+      for (const n of t.nodes) m.set(n.name, n);
+      return { nodes: m };
+    } catch (err) {
+      if (this.signal.aborted) return undefined;
+      this.log.warn(`cannot load the parent's tree for "${rel || '/'}" (${(err as Error).message}); reading its files again`);
+      return undefined;
+    }
+  }
+
+  // ---- walk ------------------------------------------------------------------
+
+  private makeNode(name: string, st: BigIntStats, type: NodeType): TreeNode {
+    const mode = Number(st.mode);
+    const node: TreeNode = {
+      name,
+      type,
+      mode: mode & 0o7777,
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      mtimeNs: st.mtimeNs.toString(),
+      ctimeNs: st.ctimeNs.toString(),
+      atimeNs: st.atimeNs.toString(),
+      inode: st.ino.toString(),
+    };
+    if (st.dev !== this.rootDev) node.dev = Number(st.dev);
+    if (type !== 'dir') {
+      if (st.nlink > 1n) node.nlink = Number(st.nlink);
+      if (type === 'file') {
+        node.size = Number(st.size);
+        if (st.blocks * 512n < st.size) node.sparse = true;
+      } else if (type === 'chardev' || type === 'blockdev') node.rdev = Number(st.rdev);
+    }
+    return node;
+  }
+
+  private async walkDir(abs: string, rel: string, parent: Map<string, TreeNode> | undefined, self: Work): Promise<DirResult> {
+    this.checkAbort();
+    await this.maybeYield();
+    let names: string[];
+    try {
+      names = fs.readdirSync(abs);
+    } catch (err) {
+      this.stats.errors++;
+      this.log.warn(`cannot read directory ${rel || '/'}: ${errText(err)}`);
+      names = EMPTY;
+    }
+    names.sort();
+    const works: Work[] = [];
+    const waits: Promise<void>[] = [];
+    const subdirs: Work[] = [];
+    const prefix = rel === '' ? '' : rel + '/';
+    const absPrefix = abs.endsWith('/') ? abs : abs + '/';
+    const excludes = this.excludes;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i]!;
+      const r = prefix + name;
+      if (excludes !== undefined && excludes(r)) continue;
+      const p = absPrefix + name;
+      let st: BigIntStats | undefined;
+      try {
+        st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
+      } catch (err) {
+        this.stats.errors++;
+        this.log.warn(`cannot stat ${r}: ${errText(err)}`);
+        continue;
+      }
+      if (st === undefined) {
+        this.stats.errors++;
+        this.log.warn(`${r} vanished during the backup`);
+        continue;
+      }
+      const type = typeOf(Number(st.mode));
+      if (type === undefined) {
+        this.stats.errors++;
+        this.log.warn(`${r}: unknown file type, skipped`);
+        continue;
+      }
+      const node = this.makeNode(name, st, type);
+      const work: Work = { node, rel: r };
+      works.push(work);
+      if (type === 'file') {
+        const pending = this.fileEntry(work, p, parent?.get(name), st);
+        if (pending !== undefined) {
+          if (this.readConcurrency === 0) await pending;
+          else waits.push(pending);
+        }
+        if (this.inflight >= this.maxInflight) await this.waitRoom();
+        if (this.queue.length - this.queueHead > 2048) await this.waitQueue();
+      } else if (type === 'dir') {
+        this.stats.dirs++;
+        subdirs.push(work);
+      } else {
+        this.stats.files++;
+        if (type === 'symlink') {
+          try {
+            node.linkTarget = fs.readlinkSync(p);
+          } catch (err) {
+            this.stats.errors++;
+            this.log.warn(`cannot read symlink ${r}: ${errText(err)}`);
+            work.drop = true;
+          }
+        }
+      }
+    }
+    // Subdirectories: prefetch the parent's subtrees, then walk in order.
+    const children: Promise<BlobId>[] = [];
+    if (subdirs.length > 0) {
+      // Prefetch the parent's subtrees a few directories ahead.
+      const parents: (Promise<{ nodes: Map<string, TreeNode> } | undefined> | undefined)[] = new Array(subdirs.length);
+      let started = 0;
+      const startUpTo = (n: number) => {
+        for (; started < n && started < subdirs.length; started++) {
+          const w = subdirs[started]!;
+          const pn = parent?.get(w.node.name);
+          if (pn && pn.type === 'dir' && pn.subtree && !(this.opts.oneFileSystem && w.node.dev !== undefined)) parents[started] = this.loadParent(pn.subtree, w.rel);
+        }
+      };
+      for (let i = 0; i < subdirs.length; i++) {
+        const w = subdirs[i]!;
+        startUpTo(i + 16);
+        if (this.opts.oneFileSystem && w.node.dev !== undefined) {
+          children.push(this.emptyTree());
+          continue;
+        }
+        const pt = parents[i] ? await parents[i] : undefined;
+        parents[i] = undefined;
+        const res = await this.walkDir(absPrefix + w.node.name, w.rel, pt?.nodes, w);
+        children.push(res.tree);
+      }
+    }
+    const tree = this.finishDir(self, works, waits, subdirs, children, rel === '');
+    tree.catch(noop);
+    return { tree };
+  }
+
+  private async finishDir(self: Work, works: Work[], waits: Promise<void>[], subdirs: Work[], children: Promise<BlobId>[], isRoot: boolean): Promise<BlobId> {
+    if (waits.length > 0) await Promise.all(waits);
+    for (let i = 0; i < subdirs.length; i++) subdirs[i]!.node.subtree = await children[i]!;
+    if (this.xattrScan) {
+      if (this.xattrMap === undefined) this.xattrMap = await this.xattrScan.result;
+      const xm = this.xattrMap;
+      if (xm.size > 0) {
+        for (const w of works) {
+          const x = xm.get(w.rel);
+          if (x) w.node.xattrs = x;
+        }
+        if (isRoot) {
+          const x = xm.get('');
+          if (x) self.node.xattrs = x;
+        }
+      }
+    }
+    if (this.failure !== undefined) throw this.failure;
+    const nodes: TreeNode[] = [];
+    for (const w of works) if (!w.drop) nodes.push(w.node);
+    const tree: Tree = { nodes };
+    if (isRoot) {
+      const { name: _n, ...root } = self.node;
+      tree.root = root;
+    }
+    return this.saveTree(tree);
+  }
+
+  // ---- files -----------------------------------------------------------------
+
+  /**
+   * One regular file: parent skip, hardlink reuse, or read. Returns undefined
+   * when the node is complete, else a promise (a large file in synchronous
+   * mode, or any read in asynchronous mode).
+   */
+  private fileEntry(work: Work, abs: string, pn: TreeNode | undefined, st: BigIntStats): Promise<void> | undefined {
+    const node = work.node;
+    const size = node.size!;
+    this.stats.files++;
+    this.stats.bytesTotal += size;
+    const key = node.nlink !== undefined ? `${st.dev}:${st.ino}` : undefined;
+    if (pn !== undefined && pn.type === 'file' && pn.size === size && pn.mtimeNs === node.mtimeNs && pn.ctimeNs === node.ctimeNs && pn.inode === node.inode && pn.content !== undefined) {
+      node.content = pn.content;
+      if (pn.holes) node.holes = pn.holes;
+      this.stats.filesUnchanged++;
+      this.progressBytes += size;
+      this.progressFiles++;
+      if (key !== undefined && !this.links.has(key)) this.links.set(key, { work, ready: undefined });
+      return undefined;
+    }
+    if (key !== undefined) {
+      const first = this.links.get(key);
+      if (first) {
+        const copy = () => {
+          if (first.work.drop) work.drop = true;
+          else {
+            node.content = first.work.node.content;
+            if (first.work.node.holes) node.holes = first.work.node.holes;
+            if (first.work.node.size !== undefined) node.size = first.work.node.size;
+          }
+          this.progressFiles++;
+        };
+        if (first.ready === undefined) return void copy();
+        return first.ready.then(copy);
+      }
+    }
+    const job: ReadJob = { work, abs, size };
+    let done: Promise<void> | undefined;
+    if (size === 0) {
+      node.content = [];
+      this.stats.filesRead++;
+      this.progressFiles++;
+    } else if (this.readConcurrency === 0) {
+      done = this.readSync(job);
+    } else {
+      done = new Promise<void>((resolve, reject) => {
+        job.resolve = resolve;
+        job.reject = reject;
+        this.queue.push(job);
+        this.pump();
+      });
+    }
+    if (done !== undefined) done.catch(noop);
+    if (key !== undefined) this.links.set(key, { work, ready: done?.catch(noop) });
+    return done;
+  }
+
+  /** A slice of the current slab for a small file (one allocation per 4 MiB, not per file). */
+  private slabAlloc(n: number): Buffer {
+    if (this.slab.length - this.slabPos < n) {
+      this.slab = Buffer.allocUnsafeSlow(Math.max(SLAB_SIZE, n));
+      this.slabPos = 0;
+    }
+    const b = this.slab.subarray(this.slabPos, this.slabPos + n);
+    this.slabPos += n;
+    return b;
+  }
+
+  /** Read failure of one file: warn, count, drop it. Fatal errors (abort, repository) propagate. */
+  private fileError(job: ReadJob, err: unknown): void {
+    if (this.failure !== undefined) throw this.failure;
+    this.stats.errors++;
+    const code = (err as NodeJS.ErrnoException)?.code;
+    this.log.warn(code === 'ENOENT' ? `${job.work.rel} vanished during the backup` : `cannot read ${job.work.rel}: ${errText(err)}`);
+    job.work.drop = true;
+    job.work.node.content = [];
+  }
+
+  /**
+   * Synchronous mode: a small file is read, hashed and queued right here
+   * (returns undefined); a large one returns a promise the walk awaits (its
+   * reads are synchronous too, with backpressure between them).
+   */
+  private readSync(job: ReadJob): Promise<void> | undefined {
+    let fd: number;
+    try {
+      fd = fs.openSync(job.abs, this.openFlags);
+    } catch (err) {
+      this.fileError(job, err);
+      return undefined;
+    }
+    if (job.size >= this.chunkOpts.minSize) {
+      return this.largeFile(job, fd, readSyncAsPromise).then(
+        () => fs.closeSync(fd),
+        (err) => {
+          fs.closeSync(fd);
+          this.fileError(job, err);
+        },
+      );
+    }
+    try {
+      const buf = this.slabAlloc(job.size);
+      let off = 0;
+      while (off < job.size) {
+        const n = fs.readSync(fd, buf, off, job.size - off, off);
+        if (n === 0) break;
+        off += n;
+      }
+      this.smallFile(job, buf, off);
+    } catch (err) {
+      this.fileError(job, err);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return undefined;
+  }
+
+  private async waitQueue(): Promise<void> {
+    while (this.queue.length - this.queueHead > 2048 && this.failure === undefined) {
+      await new Promise<void>((r) => this.queueWaiters.push(r));
+    }
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  private wakeQueue(): void {
+    const w = this.queueWaiters;
+    this.queueWaiters = [];
+    for (const f of w) f();
+  }
+
+  /** Asynchronous mode: start queued reads up to the concurrency and the bytes-in-flight cap. */
+  private pump(): void {
+    while (this.activeReaders < this.readConcurrency && this.queueHead < this.queue.length && this.inflight < this.maxInflight && this.failure === undefined) {
+      const job = this.queue[this.queueHead++]!;
+      if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+        this.queue.splice(0, this.queueHead);
+        this.queueHead = 0;
+      }
+      this.activeReaders++;
+      this.readAsync(job).then(
+        () => {
+          this.activeReaders--;
+          job.resolve!();
+          this.pump();
+          if (this.queue.length - this.queueHead < 512) this.wakeQueue();
+        },
+        (err) => {
+          this.activeReaders--;
+          this.fail(err);
+          job.reject!(err);
+        },
+      );
+    }
+  }
+
+  /** Read, chunk, hash and save one file with async reads on the libuv pool. */
+  private async readAsync(job: ReadJob): Promise<void> {
+    this.checkAbort();
+    await this.waitRoom();
+    let fd: number;
+    try {
+      fd = await fsOpen(job.abs, this.openFlags);
+    } catch (err) {
+      return this.fileError(job, err);
+    }
+    try {
+      if (job.size < this.chunkOpts.minSize) {
+        const buf = this.slabAlloc(job.size);
+        let off = 0;
+        while (off < job.size) {
+          const n = await fsRead(fd, buf, off, job.size - off, off);
+          if (n === 0) break;
+          off += n;
+        }
+        this.smallFile(job, buf, off);
+      } else {
+        await this.largeFile(job, fd, fsRead);
+      }
+    } catch (err) {
+      this.fileError(job, err);
+    } finally {
+      fs.close(fd, noop);
+    }
+  }
+
+  private smallFile(job: ReadJob, buf: Buffer, n: number): void {
+    const node = job.work.node;
+    if (n !== job.size) {
+      this.log.warn(`${job.work.rel} changed size during the backup (${job.size} → ${n} bytes)`);
+      node.size = n;
+    }
+    const data = n === buf.length ? buf : buf.subarray(0, n);
+    if (node.sparse && isZero(data)) {
+      node.content = [];
+      if (n > 0) node.holes = [[0, n]];
+    } else node.content = n === 0 ? [] : [this.saveData(data, false)];
+    this.stats.filesRead++;
+    this.stats.bytesRead += n;
+    this.progressBytes += n;
+    this.progressFiles++;
+  }
+
+  /** Stream a file through the chunker in READ_SIZE reads. */
+  private async largeFile(job: ReadJob, fd: number, read: (fd: number, buf: Buffer, off: number, len: number, pos: number) => Promise<number> | number): Promise<void> {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw Object.assign(new Error('no longer a regular file'), { code: 'ECHANGED' });
+    const node = job.work.node;
+    const chunker = new Chunker(this.chunkOpts);
+    const content: BlobId[] = [];
+    const holes: Hole[] = [];
+    const sparse = node.sparse === true;
+    const buf = this.getScratch();
+    try {
+      let filled = 0;
+      let chunkStart = 0;
+      let scanPos = 0;
+      let filePos = 0;
+      const emit = (end: number) => {
+        const chunk = buf.subarray(chunkStart, end);
+        const at = filePos - (filled - chunkStart);
+        if (sparse && isZero(chunk)) holes.push([at, chunk.length]);
+        else content.push(this.saveData(chunk, true));
+        this.progressBytes += chunk.length;
+        chunkStart = end;
+      };
+      for (;;) {
+        this.checkAbort();
+        if (this.inflight >= this.maxInflight) await this.waitRoom();
+        const n = await read(fd, buf, filled, buf.length - filled, filePos);
+        filePos += n;
+        filled += n;
+        this.stats.bytesRead += n;
+        for (;;) {
+          const cut = chunker.scan(buf, scanPos, filled);
+          if (cut < 0) {
+            scanPos = filled;
+            break;
+          }
+          emit(cut);
+          scanPos = cut;
+        }
+        if (n === 0) {
+          if (chunkStart < filled) emit(filled);
+          break;
+        }
+        if (chunkStart > 0) {
+          buf.copy(buf, 0, chunkStart, filled);
+          filled -= chunkStart;
+          scanPos -= chunkStart;
+          chunkStart = 0;
+        }
+        await this.maybeYield();
+      }
+      if (filePos !== job.size) {
+        this.log.warn(`${job.work.rel} changed size during the backup (${job.size} → ${filePos} bytes)`);
+        node.size = filePos;
+      }
+      node.content = content;
+      if (holes.length > 0) node.holes = holes;
+      this.stats.filesRead++;
+      this.progressFiles++;
+    } finally {
+      this.scratch.push(buf);
+    }
+  }
+
+  private getScratch(): Buffer {
+    return this.scratch.pop() ?? Buffer.allocUnsafeSlow(this.chunkOpts.maxSize + READ_SIZE);
+  }
+}
+
+function readSyncAsPromise(fd: number, buf: Buffer, off: number, len: number, pos: number): number {
+  return fs.readSync(fd, buf, off, len, pos);
+}
+
+function fsOpen(path: string, flags: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.open(path, flags, (err, fd) => (err ? reject(err) : resolve(fd))));
+}
+
+function fsRead(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+/**
+ * Back up the tree under `rootDir`. Returns the root tree blob (the manifest's
+ * `root`), statistics and engine facts. Blobs are only queued: the caller
+ * flushes the repository before writing a manifest.
+ */
+export async function backupTree(rootDir: string, opts: BackupTreeOptions, ctx: EngineContext): Promise<EngineBackupResult> {
+  return new TreeBackup(rootDir, opts, ctx).run();
+}
