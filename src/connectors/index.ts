@@ -15,7 +15,17 @@ export { FcConnector } from './fc.js';
 export { IscsiConnector } from './iscsi.js';
 export { LocalConnector } from './local.js';
 export { RbdConnector } from './rbd.js';
-export { ScriptConnector, connectionData, connectionEnv, parseKeyValues, type AttachMode, type ScriptConnectorOptions } from './script.js';
+export {
+  ScriptConnector,
+  connectionData,
+  connectionEnv,
+  detachOrphans,
+  findOrphanAttachments,
+  parseKeyValues,
+  type AttachMode,
+  type OrphanAttachment,
+  type ScriptConnectorOptions,
+} from './script.js';
 export { connectorProperties } from './properties.js';
 
 /** driver_volume_type values we can attach, and the connector class for each. */

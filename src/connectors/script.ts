@@ -11,7 +11,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -341,6 +342,86 @@ export class ScriptConnector implements Connector {
     const id = `${this.protocol}-${safe ? `${safe}-` : ''}${randomUUID().slice(0, 8)}`;
     const dir = path.join(this.opts.stateDir, id);
     await mkdir(dir, { recursive: true, mode: 0o700 });
+    const owner: StateDirOwner = { protocol: this.protocol, pid: process.pid, host: os.hostname(), createdAt: new Date().toISOString() };
+    await writeFile(path.join(dir, OWNER_FILE), JSON.stringify(owner) + '\n', { mode: 0o600 });
     return dir;
   }
+}
+
+const OWNER_FILE = 'owner.json';
+
+/** Who made a per-attachment state directory (owner.json in it). */
+export interface StateDirOwner {
+  protocol: string;
+  pid: number;
+  host: string;
+  createdAt: string;
+}
+
+/** An attachment left by a process that is gone: its state directory and what attach recorded. */
+export interface OrphanAttachment {
+  dir: string;
+  owner: StateDirOwner;
+  /** attach.env of the directory (what the script recorded as it went). */
+  state: Record<string, string>;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Attachments under the state root whose owning process (same host) no longer
+ * runs: what a crashed agent left attached. Directories of live processes, of
+ * other hosts, and without owner.json are left out.
+ */
+export async function findOrphanAttachments(stateRoot: string = DEFAULT_STATE_DIR): Promise<OrphanAttachment[]> {
+  let names: string[];
+  try {
+    names = await readdir(stateRoot);
+  } catch {
+    return [];
+  }
+  const out: OrphanAttachment[] = [];
+  for (const name of names.sort()) {
+    const dir = path.join(stateRoot, name);
+    let owner: StateDirOwner;
+    try {
+      owner = JSON.parse(await readFile(path.join(dir, OWNER_FILE), 'utf8')) as StateDirOwner;
+    } catch {
+      continue;
+    }
+    if (owner.host !== os.hostname() || processAlive(owner.pid)) continue;
+    let state: Record<string, string> = {};
+    try {
+      state = parseKeyValues(await readFile(path.join(dir, 'attach.env'), 'utf8'));
+    } catch {
+      // the script recorded nothing
+    }
+    out.push({ dir, owner, state });
+  }
+  return out;
+}
+
+/** Detach every orphan attachment (see findOrphanAttachments); errors are collected, not thrown. */
+export async function detachOrphans(opts: ScriptConnectorOptions = {}): Promise<{ detached: string[]; failed: { dir: string; error: string }[] }> {
+  const root = opts.stateDir ?? DEFAULT_STATE_DIR;
+  const detached: string[] = [];
+  const failed: { dir: string; error: string }[] = [];
+  for (const o of await findOrphanAttachments(root)) {
+    try {
+      const c = new ScriptConnector(o.owner.protocol, { ...opts, stateDir: root });
+      await c.detach({ path: o.state.DEVICE ?? '', protocol: o.owner.protocol, state: { ...o.state, STATE_DIR: o.dir } });
+      detached.push(o.dir);
+      log.info(`detached ${o.owner.protocol} attachment left by pid ${o.owner.pid} (${o.state.DEVICE ?? 'no device'})`);
+    } catch (err) {
+      failed.push({ dir: o.dir, error: redact(String((err as Error)?.message ?? err)) });
+    }
+  }
+  return { detached, failed };
 }

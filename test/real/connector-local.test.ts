@@ -3,12 +3,13 @@
 // btrfs), read back, unmounted, detached. Needs root, losetup and mkfs.ext4/xfs; skips with a
 // printed reason otherwise.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LocalConnector } from '../../src/connectors/local.js';
+import { detachOrphans } from '../../src/connectors/script.js';
 import type { AttachedDevice } from '../../src/connectors/connector.js';
 import { detectFilesystem, listPartitions } from '../../src/util/fs-detect.js';
 import { listMounts, mkfs, mountReadOnly, mountReadWrite, umount, umountAllUnder } from '../../src/util/mounts.js';
@@ -154,6 +155,25 @@ describe.skipIf(reason !== undefined)('local connector on loop devices', () => {
     await detach(d);
     expect(existsSync(`/sys/block/${loopName(d.path)}/${loopName(d.path)}p1`)).toBe(false);
     expect(backing(d.path)).not.toBe(img);
+  });
+
+  it('detaches what a crashed agent left attached (orphan state dirs)', async () => {
+    const img = join(dir, 'orphan.img');
+    await writeFile(img, '');
+    await truncate(img, 16 * 1024 * 1024);
+    const runDir = join(dir, 'orphan-run');
+    const crashed = new LocalConnector({ stateDir: runDir });
+    const d = await crashed.attach({ driver_volume_type: 'local', data: { device_path: img } }, { readOnly: true });
+    expect(backing(d.path)).toBe(img);
+    // The owner "crashed": a pid that has exited.
+    const ownerFile = join(d.state.STATE_DIR!, 'owner.json');
+    const owner = JSON.parse(await readFile(ownerFile, 'utf8')) as { pid: number };
+    owner.pid = spawnSync('true').pid!;
+    await writeFile(ownerFile, JSON.stringify(owner));
+    const r = await detachOrphans({ stateDir: runDir });
+    expect(r).toEqual({ detached: [d.state.STATE_DIR], failed: [] });
+    expect(backing(d.path)).not.toBe(img);
+    expect(existsSync(d.state.STATE_DIR!)).toBe(false);
   });
 
   it('refuses a missing image and leaves nothing behind', async () => {

@@ -2,6 +2,7 @@
 // the whole process group, secrets redacted from errors, unknown protocols. Uses throw-away
 // helper scripts in a temp directory; needs no root.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,6 +18,8 @@ import {
 import {
   connectionData,
   connectionEnv,
+  detachOrphans,
+  findOrphanAttachments,
   isSecretKey,
   parseKeyValues,
   redactWith,
@@ -74,7 +77,7 @@ echo "X=1" > "$PF_STATE_DIR/attach.env"`,
   );
   await script(
     'echo-detach',
-    `{ echo "DEVICE=$PF_DEVICE"; echo "STATE_DIR=$PF_STATE_DIR"; echo "GOT_LUN=$PF_GOT_LUN"; } >> "$FAKE_LOG"`,
+    `{ echo "DEVICE=\${PF_DEVICE:-}"; echo "STATE_DIR=$PF_STATE_DIR"; echo "GOT_LUN=\${PF_GOT_LUN:-}"; } >> "$FAKE_LOG"`,
   );
   await script('nodev-attach', `echo "SOMETHING=1"`);
   await script('nodev-detach', `echo "detach $PF_STATE_DIR" >> "$FAKE_LOG"`);
@@ -274,6 +277,34 @@ describe('ScriptConnector', () => {
   it('reports a missing script as DeviceError', async () => {
     const c = new ScriptConnector('absent', { scriptsDir: scripts, stateDir: state });
     await expect(c.attach({ driver_volume_type: 'absent', data: {} }, { readOnly: true })).rejects.toThrow(/absent-attach not found/);
+  });
+});
+
+describe('orphan attachments', () => {
+  it('finds state dirs whose owner process is gone and detaches them with what attach recorded', async () => {
+    const root = join(dir, 'orphans');
+    const log = join(dir, 'orphan.log');
+    const c = new ScriptConnector('echo', { scriptsDir: scripts, stateDir: root, verifyDevice: 'none', env: { FAKE_DEVICE: '/dev/fake', FAKE_LOG: log } });
+    const info = { driver_volume_type: 'echo', data: { target_portal: 'p', target_iqn: 'i', target_lun: 3, hosts: [] } };
+    const live = await c.attach(info, { readOnly: true });
+    const dead = await c.attach(info, { readOnly: true });
+    // The second one belonged to a process that has exited since.
+    const gone = spawnSync('true').pid!;
+    const ownerFile = join(dead.state.STATE_DIR!, 'owner.json');
+    const owner = JSON.parse(await readFile(ownerFile, 'utf8')) as { pid: number };
+    owner.pid = gone;
+    await writeFile(ownerFile, JSON.stringify(owner));
+    const found = await findOrphanAttachments(root);
+    expect(found.map((o) => o.dir)).toEqual([dead.state.STATE_DIR]);
+    expect(found[0]!.owner.protocol).toBe('echo');
+    expect(found[0]!.state).toEqual({ X: '1' });
+    const r = await detachOrphans({ scriptsDir: scripts, stateDir: root, env: { FAKE_LOG: log } });
+    expect(r).toEqual({ detached: [dead.state.STATE_DIR], failed: [] });
+    expect(await readFile(log, 'utf8')).toContain(`STATE_DIR=${dead.state.STATE_DIR}`);
+    expect(existsSync(dead.state.STATE_DIR!)).toBe(false);
+    expect(existsSync(live.state.STATE_DIR!)).toBe(true);
+    expect(await findOrphanAttachments(join(dir, 'no-such-root'))).toEqual([]);
+    await c.detach(live);
   });
 });
 
