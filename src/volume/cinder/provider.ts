@@ -34,7 +34,10 @@ import { connectorProperties } from './connector-props.js';
 import { sleep } from './http.js';
 import { KeystoneSession, type KeystoneSessionOptions } from './keystone.js';
 import { listMessages } from './resources.js';
-import type { CinderSnapshot, CinderVolume, CinderVolumeCreate } from './types.js';
+import { emptyVolume, toSnapshotRecord, toVolumeRecord } from './records.js';
+import type { CinderVolume, CinderVolumeCreate } from './types.js';
+
+export { ADMIN_METADATA_KEYS, toSnapshotRecord, toVolumeRecord } from './records.js';
 
 /** Volume states that end a wait with an error. */
 export const VOLUME_ERROR_STATES = ['error', 'error_deleting', 'error_restoring', 'error_extending', 'error_managing', 'error_backing-up'];
@@ -65,55 +68,7 @@ export interface CinderProviderOptions extends CinderClientOptions {
   legacyMountpoint?: string;
 }
 
-/**
- * Admin metadata Cinder merges into every volume's `metadata` (set by attach: readonly,
- * attached_mode). Not the user's: left out of VolumeRecord.metadata so a restore does not
- * write them back as user metadata.
- */
-export const ADMIN_METADATA_KEYS = ['readonly', 'attached_mode'];
-
 const UUID_RE = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
-
-/** VolumeRecord of a Cinder volume. */
-export function toVolumeRecord(v: CinderVolume): VolumeRecord {
-  const rec: VolumeRecord = {
-    id: v.id,
-    name: v.name ?? '',
-    description: v.description ?? null,
-    size: v.size,
-    status: v.status,
-    volumeType: v.volume_type ?? null,
-    availabilityZone: v.availability_zone ?? null,
-    bootable: v.bootable === true || String(v.bootable).toLowerCase() === 'true',
-    metadata: Object.fromEntries(Object.entries(v.metadata ?? {}).filter(([k]) => !ADMIN_METADATA_KEYS.includes(k))),
-    groupId: v.group_id ?? null,
-    projectId: v['os-vol-tenant-attr:tenant_id'] ?? null,
-    attachments: (v.attachments ?? []).map((a) => ({
-      serverId: a.server_id ?? null,
-      attachmentId: a.attachment_id ?? a.id,
-      hostName: a.host_name ?? null,
-      device: a.device ?? null,
-    })),
-    createdAt: v.created_at,
-    multiattach: v.multiattach ?? false,
-    encrypted: v.encrypted ?? false,
-  };
-  if (v.volume_image_metadata) rec.imageMetadata = { ...v.volume_image_metadata };
-  return rec;
-}
-
-/** SnapshotRecord of a Cinder snapshot. */
-export function toSnapshotRecord(s: CinderSnapshot): SnapshotRecord {
-  return {
-    id: s.id,
-    volumeId: s.volume_id,
-    name: s.name ?? '',
-    status: s.status,
-    size: s.size,
-    createdAt: s.created_at,
-    metadata: { ...(s.metadata ?? {}) },
-  };
-}
 
 /** The volume plane on an OpenStack cloud. */
 export class CinderVolumeProvider implements VolumeProvider {
@@ -388,7 +343,7 @@ export class CinderVolumeProvider implements VolumeProvider {
     try {
       const connectionInfo = await initializeConnection(this.client, volumeId, connector);
       connected = true;
-      const attId = (a: NonNullable<CinderVolume['attachments']>[number]) => a.attachment_id ?? a.id;
+      const attId = (a: NonNullable<CinderVolume['attachments']>[number]) => a.attachment_id;
       const before = new Set(((await this.client.getVolume(volumeId)).attachments ?? []).map(attId));
       await attachLegacy(this.client, volumeId, connector.host, this.opts.legacyMountpoint ?? '/dev/permafrost');
       // The new attachment: the one that appeared (host_name is shown to admins only).
@@ -418,7 +373,7 @@ export class CinderVolumeProvider implements VolumeProvider {
       if (err instanceof NotFoundError) return;
       throw err;
     }
-    if (!(v.attachments ?? []).some((a) => (a.attachment_id ?? a.id) === attachmentId)) return;
+    if (!(v.attachments ?? []).some((a) => a.attachment_id === attachmentId)) return;
     const connector = this.legacyConnectors.get(attachmentId) ?? (await connectorProperties());
     await terminateConnection(this.client, volumeId, connector);
     await detachLegacy(this.client, volumeId, attachmentId);
@@ -436,8 +391,4 @@ export class CinderVolumeProvider implements VolumeProvider {
     this.legacyConnectors.clear();
     this.pendingBootable.clear();
   }
-}
-
-function emptyVolume(id: string): VolumeRecord {
-  return { id, name: '', size: 0, status: '', bootable: false, metadata: {}, attachments: [] };
 }

@@ -18,6 +18,7 @@ export interface CinderVolume {
   volume_image_metadata?: Record<string, string>;
   group_id?: string | null;
   'os-vol-tenant-attr:tenant_id'?: string;
+  /** `id` here is the volume ID (Cinder's view); the attachment's is `attachment_id`. */
   attachments?: { id?: string; attachment_id?: string; server_id?: string | null; host_name?: string | null; device?: string | null; volume_id?: string }[];
   created_at?: string;
   multiattach?: boolean;
