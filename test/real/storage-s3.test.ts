@@ -431,11 +431,10 @@ describe.skipIf(!haveLab)('S3Storage on radosgw', () => {
     });
 
     it('a conditional create whose answer was lost is recognised as ours', async () => {
+      // Emulated: the object is already there with our content (as if an earlier attempt had landed),
+      // and the create now sees a 503 first (an outcome it cannot know), then 412 on the retry.
       const s = viaProxy('lost-answer');
-      // First PUT reaches radosgw but the client sees 500 after it: emulate by letting the proxy
-      // forward the first PUT and fail the answer. We do it in two steps: write through, then replay.
       await s.put('lock', Buffer.from('payload-1'), { ifNoneMatch: true });
-      // A retried create after an ambiguous failure whose stored content is ours succeeds:
       reset([{ status: 503, code: 'ServiceUnavailable' }]);
       const same = viaProxy('lost-answer');
       await same.put('lock', Buffer.from('payload-1'), { ifNoneMatch: true });
