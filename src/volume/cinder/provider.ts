@@ -338,24 +338,28 @@ export class CinderVolumeProvider implements VolumeProvider {
   }
 
   private async attachLegacy(volumeId: string, connector: ConnectorProperties): Promise<Attachment> {
+    const attId = (a: NonNullable<CinderVolume['attachments']>[number]) => a.attachment_id;
     await reserveVolume(this.client, volumeId);
     let connected = false;
+    let fresh: string[] = [];
     try {
       const connectionInfo = await initializeConnection(this.client, volumeId, connector);
       connected = true;
-      const attId = (a: NonNullable<CinderVolume['attachments']>[number]) => a.attachment_id;
       const before = new Set(((await this.client.getVolume(volumeId)).attachments ?? []).map(attId));
       await attachLegacy(this.client, volumeId, connector.host, this.opts.legacyMountpoint ?? '/dev/permafrost');
       // The new attachment: the one that appeared (host_name is shown to admins only).
       const after = (await this.client.getVolume(volumeId)).attachments ?? [];
-      const fresh = after.filter((a) => !before.has(attId(a)));
-      const att = fresh.length === 1 ? fresh[0] : fresh.filter((a) => a.host_name === connector.host).pop();
+      const added = after.filter((a) => !before.has(attId(a)));
+      fresh = added.map(attId).filter((x): x is string => !!x);
+      const att = added.length === 1 ? added[0] : added.filter((a) => a.host_name === connector.host).pop();
       const id = att ? attId(att) : undefined;
-      if (!id) throw new CloudError(`volume ${volumeId}: os-attach left no attachment for host ${connector.host}`);
+      if (!id) throw new CloudError(`volume ${volumeId}: cannot tell which attachment os-attach made for host ${connector.host} (${fresh.length} new)`);
       this.legacyConnectors.set(id, connector);
       return { id, volumeId, connectionInfo };
     } catch (err) {
-      if (connected) await terminateConnection(this.client, volumeId, connector).catch(() => undefined);
+      // Roll back as far as we got: detach what os-attach made, close the export, unreserve.
+      for (const id of fresh) await detachLegacy(this.client, volumeId, id).catch((e) => log.warn(`rollback os-detach ${id}: ${(e as Error).message}`));
+      if (connected) await terminateConnection(this.client, volumeId, connector).catch((e) => log.warn(`rollback os-terminate_connection: ${(e as Error).message}`));
       await unreserveVolume(this.client, volumeId).catch(() => undefined);
       throw err;
     }
