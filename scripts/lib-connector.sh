@@ -97,12 +97,17 @@ loop_backing() {
   printf '%s' "${b% (deleted)}"
 }
 
-# loop_attach FILE: set up a loop device (read-only when asked, partition scan)
-# for FILE and print its path. Partitions the kernel did not add (a kernel
-# without that partition table parser) are added with partx.
+# loop_attach FILE [DIRECT_IO]: set up a loop device (read-only when asked,
+# partition scan) for FILE and print its path. DIRECT_IO (on|off, default off;
+# PF_LOOP_DIRECT_IO overrides) makes a READ-ONLY loop device read its file with
+# O_DIRECT: no double caching, and 1.5-3x the throughput over a FUSE export.
+# Never for writable ones: O_DIRECT writes through qemu-storage-daemon's FUSE
+# export corrupted the filesystem in tests (qemu 7.2). Partitions the kernel
+# did not add (a kernel without that partition table parser) are added with partx.
 loop_attach() {
-  local file=$1 args=(--find --show --partscan)
+  local file=$1 dio=${PF_LOOP_DIRECT_IO:-${2:-off}} args=(--find --show --partscan)
   read_only && args+=(--read-only)
+  if is_true "$dio" && read_only; then args+=(--direct-io=on); fi
   local dev
   dev=$(losetup "${args[@]}" "$file") || die "losetup failed for $file"
   record LOOP "$dev"
@@ -143,7 +148,11 @@ loop_detach() {
     log "$dev is not attached; nothing to do"
     return 0
   fi
-  if [ -n "$file" ] && [ "$(readlink -f "$backing")" != "$(readlink -f "$file")" ]; then
+  if [ "$backing" = / ]; then
+    # The kernel cannot name the backing file any more: a FUSE export whose
+    # daemon died. Nobody can use such a device; release it.
+    log "$dev is bound to a file that is gone (dead FUSE export?); releasing it"
+  elif [ -n "$file" ] && [ "$(readlink -f "$backing")" != "$(readlink -f "$file")" ]; then
     log "$dev is now bound to $backing, not $file; leaving it alone"
     return 0
   fi

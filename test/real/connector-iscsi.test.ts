@@ -229,6 +229,10 @@ describe.skipIf(reason !== undefined)('iscsi connector (userspace) against a rea
     // Read-only: the loop device is read-only; mount without journal replay and read it back.
     const ro = await attach(c, info(IQN), true);
     expect(readFileSync(`/sys/block/${ro.path.replace('/dev/', '')}/ro`, 'utf8').trim()).toBe('1');
+    // Read-only attachments read the FUSE export with O_DIRECT; the bytes are the LUN's.
+    expect(readFileSync(`/sys/block/${ro.path.replace('/dev/', '')}/loop/dio`, 'utf8').trim()).toBe('1');
+    const head = (file: string): Buffer => execFileSync('head', ['-c', String(8 * 1024 * 1024), file], { env, maxBuffer: 16 * 1024 * 1024 });
+    expect(head(ro.path).equals(head(join(dir, 'lun1.img')))).toBe(true);
     const where = join(dir, 'mnt-ro');
     expect((await mountReadOnly(ro.path, where)).options).toBe('ro,noload');
     expect(await readFile(join(where, 'hello.txt'), 'utf8')).toBe('over iSCSI\n');
