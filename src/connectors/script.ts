@@ -248,11 +248,13 @@ export class ScriptConnector implements Connector {
     for (const s of secrets) registerSecret(s);
     const allSecrets = [...secrets, ...Object.entries(this.opts.env).filter(([k]) => isSecretKey(k)).map(([, v]) => v)];
 
+    // The cloud may export the volume read-only (access_mode 'ro'): never attach it read-write.
+    const readOnly = opts.readOnly || data.access_mode === 'ro';
     const stateDir = await this.makeStateDir(data);
     const env: Record<string, string> = {
       ...infoEnv,
       ...this.opts.env,
-      PF_READ_ONLY: opts.readOnly ? '1' : '0',
+      PF_READ_ONLY: readOnly ? '1' : '0',
       PF_STATE_DIR: stateDir,
       PF_ATTACH_MODE: this.opts.mode,
       PF_PROTOCOL: this.protocol,
@@ -262,7 +264,7 @@ export class ScriptConnector implements Connector {
     const started = Date.now();
     const run = await this.run(script, env, opts.signal);
     const outputs = parseKeyValues(run.stdout);
-    const state: Record<string, string> = { ...outputs, STATE_DIR: stateDir, READ_ONLY: opts.readOnly ? '1' : '0' };
+    const state: Record<string, string> = { ...outputs, STATE_DIR: stateDir, READ_ONLY: readOnly ? '1' : '0' };
 
     const fail = async (why: string): Promise<never> => {
       // Undo whatever the script did before it failed: detach reads the state dir.

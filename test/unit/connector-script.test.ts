@@ -203,6 +203,14 @@ describe('ScriptConnector', () => {
     expect(existsSync(sd)).toBe(false);
   });
 
+  it("attaches read-only when the cloud exports the volume with access_mode 'ro'", async () => {
+    const c = new ScriptConnector('echo', { scriptsDir: scripts, stateDir: state, verifyDevice: 'exists', env: { FAKE_DEVICE: devFile, FAKE_LOG: join(dir, 'ro.log') } });
+    const info = { driver_volume_type: 'iscsi', data: { target_portal: 'p', target_iqn: 'i', target_lun: 0, hosts: [], access_mode: 'ro' } };
+    const d = await c.attach(info, { readOnly: false });
+    expect(d.state).toMatchObject({ GOT_RO: '1', READ_ONLY: '1' });
+    await c.detach(d);
+  });
+
   it('fails with DeviceError when the script prints no DEVICE, and runs detach to clean up', async () => {
     const log = join(dir, 'nodev.log');
     const c = new ScriptConnector('nodev', { scriptsDir: scripts, stateDir: state, env: { FAKE_LOG: log } });
