@@ -149,19 +149,28 @@ export interface ScriptRun {
   aborted: boolean;
 }
 
+/** Variables of the agent's own environment that helper scripts inherit (no credentials). */
+const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TMPDIR', 'TZ', 'PERMAFROST_LOG_LEVEL'];
+
 /**
- * Run one helper script in its own process group with `env` added to this
- * process's environment. On timeout or abort the whole group gets SIGTERM, then
- * SIGKILL after `killGraceMs`. Never throws for a non-zero exit.
+ * Run one helper script in its own process group with `env` plus a few
+ * variables of this process (PATH, HOME, locale: never the agent's cloud or S3
+ * credentials). On timeout or abort the whole group gets SIGTERM, then SIGKILL
+ * after `killGraceMs`. Never throws for a non-zero exit.
  */
 export async function runScript(
   file: string,
   env: Record<string, string>,
   opts: { timeoutMs: number; killGraceMs: number; signal?: AbortSignal },
 ): Promise<ScriptRun> {
+  const base: Record<string, string> = {};
+  for (const k of INHERITED_ENV) {
+    const v = process.env[k];
+    if (v !== undefined) base[k] = v;
+  }
   const child = execa(file, [], {
-    env,
-    extendEnv: true,
+    env: { ...base, ...env },
+    extendEnv: false,
     detached: true,
     reject: false,
     stdin: 'ignore',

@@ -70,6 +70,7 @@ echo "GOT_RO=$PF_READ_ONLY"
 echo "GOT_MODE=$PF_ATTACH_MODE"
 echo "GOT_STATE_DIR=$PF_STATE_DIR"
 echo "GOT_QOS=\${PF_QOS_SPECS:-}"
+echo "GOT_AWS=\${AWS_SECRET_ACCESS_KEY:-none}"
 echo "this line is ignored"
 echo "lower=ignored too"
 echo "diagnostic on stderr" >&2
@@ -102,6 +103,7 @@ wait`,
 });
 
 afterAll(async () => {
+  delete process.env.AWS_SECRET_ACCESS_KEY;
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -162,6 +164,7 @@ describe('connection_info to environment', () => {
 
 describe('ScriptConnector', () => {
   it('passes PF_* inputs, parses outputs, hands them back to detach and removes the state dir', async () => {
+    process.env.AWS_SECRET_ACCESS_KEY = 'agent-s3-secret';
     const log = join(dir, 'echo.log');
     const c = new ScriptConnector('echo', {
       scriptsDir: scripts,
@@ -188,6 +191,7 @@ describe('ScriptConnector', () => {
       GOT_RO: '1',
       GOT_MODE: 'userspace',
       GOT_QOS: '',
+      GOT_AWS: 'none', // the agent's own credentials never reach helper scripts
       READ_ONLY: '1',
     });
     expect(dev.state.lower).toBeUndefined();
