@@ -1,0 +1,378 @@
+/**
+ * npm run bench — Permafrost against restic and borg on one seeded dataset, in one run.
+ *
+ *   npm run bench                          # full dataset (≈100k files, ≈3.0 GB apparent), 1 run
+ *   npm run bench -- --quick               # ≈10x smaller: a smoke run
+ *   npm run bench -- --runs 3              # medians of 3 complete cycles
+ *   npm run bench -- --tools permafrost,restic
+ *   npm run bench -- --help
+ *
+ * One cycle (identical for every tool, phase by phase, the page cache dropped
+ * before every timed command when root): init → full backup of the pristine
+ * dataset → mutate ≈5% in place → incremental backup → no-change backup →
+ * repository size (du -sb) → restore of the newest backup into an empty
+ * directory, verified against the source → revert the mutation. See
+ * scripts/bench/README.md for the design and how to read the table.
+ */
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, existsSync, mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DEFAULT_SEED, ensureDataset, mutate, revert, type MutationStats, type Scale } from './dataset.js';
+import { dropCaches, duBytes, haveGnuTime, isRoot, measure, type Measured } from './measure.js';
+import { renderReport, summarize, type RunResult, type ToolRun } from './report.js';
+import { ALL_TOOLS, borgTool, permafrostTool, resticTool, toolAvailable, type BackupPhase, type PermafrostEntry, type Tool, type ToolName } from './tools.js';
+import { verifyTree, type VerifyMode } from './verify.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = resolve(HERE, '../..');
+const MUTATION_SEED = 'm1';
+
+const USAGE = `usage: npm run bench -- [options]
+
+  --quick                 ≈10x smaller dataset (≈10k files, ≈290 MB): a smoke run
+  --runs N                repeat the whole cycle N times and report medians (default 1)
+  --tools LIST            comma-separated subset of permafrost,restic,borg (default all)
+  --work-dir DIR          datasets, repositories, logs, bench-results.json
+                          (default $PERMAFROST_BENCH_DIR or /var/tmp/permafrost-bench; not a tmpfs)
+  --seed S                dataset seed (default ${DEFAULT_SEED})
+  --verify MODE           restore check: full (every byte, default), sample (large files sampled), none
+  --pf-build MODE         how Permafrost runs: bench (default: tsc -p tsconfig.build.json into
+                          scripts/bench/.build, then node runs that), dist (build into dist/ and run
+                          bin/permafrost.js), source (bin/permafrost.js through tsx, no build)
+  --borg-compression C    borg --compression (default zstd,3)
+  --no-drop-caches        do not drop the page cache before each timed command
+  --timeout SEC           per command (default 7200)
+  --keep                  keep the last cycle's repositories and restored trees
+  --allow-tmpfs           allow a work dir on tmpfs (the dataset then lives in RAM)
+`;
+
+interface Options {
+  quick: boolean;
+  runs: number;
+  tools: ToolName[];
+  workDir: string;
+  seed: string;
+  verify: VerifyMode;
+  pfBuild: 'bench' | 'dist' | 'source';
+  borgCompression: string;
+  dropCaches: boolean;
+  timeoutSec: number;
+  keep: boolean;
+  allowTmpfs: boolean;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    quick: false,
+    runs: 1,
+    tools: [...ALL_TOOLS],
+    workDir: process.env.PERMAFROST_BENCH_DIR || '/var/tmp/permafrost-bench',
+    seed: DEFAULT_SEED,
+    verify: 'full',
+    pfBuild: 'bench',
+    borgCompression: 'zstd,3',
+    dropCaches: true,
+    timeoutSec: 7200,
+    keep: false,
+    allowTmpfs: false,
+  };
+  const args = [...argv];
+  const value = (flag: string): string => {
+    const v = args.shift();
+    if (v === undefined) fail(`${flag} needs a value`);
+    return v;
+  };
+  while (args.length) {
+    let a = args.shift()!;
+    if (a.startsWith('--') && a.includes('=')) {
+      args.unshift(a.slice(a.indexOf('=') + 1));
+      a = a.slice(0, a.indexOf('='));
+    }
+    switch (a) {
+      case '--quick': o.quick = true; break;
+      case '--runs': o.runs = Number(value(a)); if (!Number.isInteger(o.runs) || o.runs < 1) fail('--runs: a positive integer'); break;
+      case '--tools': {
+        const list = value(a).split(',').map((s) => s.trim()).filter(Boolean);
+        for (const t of list) if (!ALL_TOOLS.includes(t as ToolName)) fail(`--tools: unknown tool ${t} (permafrost, restic, borg)`);
+        o.tools = ALL_TOOLS.filter((t) => list.includes(t));
+        break;
+      }
+      case '--work-dir': o.workDir = value(a); break;
+      case '--seed': o.seed = value(a); break;
+      case '--verify': { const v = value(a); if (!['full', 'sample', 'none'].includes(v)) fail('--verify: full, sample or none'); o.verify = v as VerifyMode; break; }
+      case '--pf-build': { const v = value(a); if (!['bench', 'dist', 'source'].includes(v)) fail('--pf-build: bench, dist or source'); o.pfBuild = v as Options['pfBuild']; break; }
+      case '--borg-compression': o.borgCompression = value(a); break;
+      case '--no-drop-caches': o.dropCaches = false; break;
+      case '--timeout': o.timeoutSec = Number(value(a)); break;
+      case '--keep': o.keep = true; break;
+      case '--allow-tmpfs': o.allowTmpfs = true; break;
+      case '-h': case '--help': process.stdout.write(USAGE); process.exit(0);
+      // falls through (process.exit never returns)
+      default: fail(`unknown option ${a}`);
+    }
+  }
+  o.workDir = resolve(o.workDir);
+  return o;
+}
+
+function fail(msg: string): never {
+  process.stderr.write(`bench: ${msg}\n\n${USAGE}`);
+  process.exit(2);
+}
+
+let benchLog = '';
+function log(msg: string): void {
+  const line = `[${new Date().toISOString().slice(11, 19)}] ${msg}`;
+  process.stderr.write(line + '\n');
+  if (benchLog) appendFileSync(benchLog, line + '\n');
+}
+
+// ---------------------------------------------------------------- Permafrost build
+
+interface Build {
+  entry?: PermafrostEntry;
+  error?: string;
+  seconds: number;
+  typeErrors: number;
+}
+
+function buildPermafrost(mode: Options['pfBuild'], logDir: string): Build {
+  const bin = join(REPO_ROOT, 'bin/permafrost.js');
+  if (mode === 'source') {
+    return { entry: { nodeArgs: [bin], env: { PERMAFROST_FROM_SOURCE: '1' }, describe: 'from the TypeScript sources through tsx (--pf-build source)', repoRoot: REPO_ROOT }, seconds: 0, typeErrors: 0 };
+  }
+  const t0 = performance.now();
+  const outDir = mode === 'bench' ? join(HERE, '.build') : join(REPO_ROOT, 'dist');
+  if (mode === 'bench') rmSync(outDir, { recursive: true, force: true });
+  const tsc = join(REPO_ROOT, 'node_modules/.bin/tsc');
+  const args = ['-p', 'tsconfig.build.json', ...(mode === 'bench' ? ['--outDir', outDir] : [])];
+  log(`building Permafrost: tsc ${args.join(' ')}`);
+  const r = existsSync(tsc)
+    ? spawnSync(tsc, args, { cwd: REPO_ROOT, encoding: 'utf8' })
+    : spawnSync('npx', ['tsc', ...args], { cwd: REPO_ROOT, encoding: 'utf8' });
+  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
+  writeFileSync(join(logDir, 'tsc.log'), out);
+  const typeErrors = (out.match(/error TS\d+/g) ?? []).length;
+  const seconds = (performance.now() - t0) / 1000;
+  const runJs = join(outDir, 'src/cli/run.js');
+  if (!existsSync(runJs)) return { error: `tsc produced no ${runJs} (exit ${r.status}): ${out.trim().slice(-600)}`, seconds, typeErrors };
+  if (typeErrors) log(`  tsc reported ${typeErrors} type errors (code emitted anyway; see ${join(logDir, 'tsc.log')})`);
+  if (mode === 'dist') return { entry: { nodeArgs: [bin], env: {}, describe: 'compiled into dist/ (--pf-build dist)', repoRoot: REPO_ROOT }, seconds, typeErrors };
+  const shim = join(outDir, 'permafrost.mjs');
+  // Same as bin/permafrost.js, bound to this build (dist/ is left alone: a stale
+  // dist/ would shadow the sources for everyone else running bin/permafrost.js).
+  writeFileSync(shim, "import { runCli } from './src/cli/run.js';\nprocess.exitCode = await runCli(process.argv.slice(2));\n");
+  return { entry: { nodeArgs: [shim], env: {}, describe: 'compiled with tsc -p tsconfig.build.json into scripts/bench/.build', repoRoot: REPO_ROOT }, seconds, typeErrors };
+}
+
+// ---------------------------------------------------------------- one cycle
+
+const PHASES: BackupPhase[] = ['full', 'incremental', 'nochange'];
+
+function failure(m: Measured): string {
+  const why = m.timedOut ? 'timed out' : `exit ${m.exitCode ?? m.signal}`;
+  const lines = `${m.stderrTail}\n${m.stdout}`.split('\n').map((l) => l.trim()).filter((l) => l && !/^Node\.js v/.test(l) && !/^at /.test(l) && !/^[{}]$/.test(l));
+  const key = lines.find((l) => /error/i.test(l)) ?? lines.slice(-2).join(' | ');
+  return `${why}: ${key.slice(0, 400)}`;
+}
+
+async function oneCycle(o: Options, r: number, dataDir: string, scale: Scale, logDir: string, pfEntry: PermafrostEntry | undefined, unavailable: Map<ToolName, string>): Promise<RunResult> {
+  const runDir = join(o.workDir, 'run');
+  rmSync(runDir, { recursive: true, force: true });
+  mkdirSync(runDir, { recursive: true });
+  const tools: Tool[] = [];
+  const res: RunResult = { run: r, tools: {}, mutation: undefined };
+  for (const name of o.tools) {
+    const tr: ToolRun = { phases: {} };
+    res.tools[name] = tr;
+    if (unavailable.has(name)) {
+      tr.failed = unavailable.get(name);
+      continue;
+    }
+    const paths = { work: o.workDir, data: dataDir, repo: join(runDir, name, 'repo'), cache: join(runDir, name, 'cache') };
+    mkdirSync(join(runDir, name), { recursive: true });
+    tools.push(name === 'permafrost' ? permafrostTool(paths, pfEntry!) : name === 'restic' ? resticTool(paths) : borgTool(paths, o.borgCompression));
+  }
+  const logFile = (t: ToolName, phase: string) => join(logDir, `run${r}-${t}-${phase}.log`);
+  const alive = () => tools.filter((t) => !res.tools[t.name]!.failed);
+
+  for (const t of alive()) {
+    const m = await measure(t.init(), { logFile: logFile(t.name, 'init'), timeoutSec: 600, dropCaches: false, keepStdout: t.keepStdout });
+    res.tools[t.name]!.phases.init = strip(m);
+    if (!m.ok) {
+      res.tools[t.name]!.failed = `init: ${failure(m)}`;
+      log(`  ${t.name}: init FAILED — ${failure(m)}`);
+    }
+  }
+
+  const backupPhase = async (phase: BackupPhase) => {
+    for (const t of alive()) {
+      log(`run ${r}: ${phase} backup — ${t.name}`);
+      const m = await measure(t.backup(phase), { logFile: logFile(t.name, phase), timeoutSec: o.timeoutSec, dropCaches: o.dropCaches, keepStdout: t.keepStdout });
+      res.tools[t.name]!.phases[phase] = strip(m);
+      if (!m.ok) {
+        res.tools[t.name]!.failed = `${phase} backup: ${failure(m)}`;
+        log(`  ${t.name}: ${phase} backup FAILED — ${failure(m)}`);
+        continue;
+      }
+      const id = t.backupId(phase, m);
+      log(`  ${t.name}: ${m.seconds.toFixed(2)} s, max RSS ${m.maxRssMiB?.toFixed(0) ?? '?'} MiB${id && id !== phase && id !== 'latest' ? `, backup ${id}` : ''} (load ${m.loadBefore})`);
+    }
+  };
+
+  try {
+    await backupPhase('full');
+    log(`run ${r}: mutating the dataset (seed ${MUTATION_SEED})`);
+    const ms: MutationStats = mutate(dataDir, MUTATION_SEED);
+    res.mutation = ms;
+    log(`  edited ${ms.edited}, appended ${ms.appended}, deleted ${ms.deleted}, added ${ms.added} files; ${ms.bigRegions} regions of medium/large files; ${(ms.bytesWritten / 2 ** 20).toFixed(1)} MiB written`);
+    await backupPhase('incremental');
+    await backupPhase('nochange');
+
+    for (const t of tools) {
+      const p = join(runDir, t.name);
+      res.tools[t.name]!.repoBytes = duBytes(join(p, 'repo')) ?? undefined;
+      res.tools[t.name]!.cacheBytes = duBytes(join(p, 'cache')) ?? undefined;
+    }
+
+    for (const t of alive()) {
+      const target = join(runDir, t.name, 'restore');
+      rmSync(target, { recursive: true, force: true });
+      log(`run ${r}: restore — ${t.name}`);
+      let cmd;
+      try {
+        cmd = t.restore(target);
+      } catch (err) {
+        res.tools[t.name]!.failed = `restore: ${(err as Error).message}`;
+        continue;
+      }
+      const m = await measure(cmd, { logFile: logFile(t.name, 'restore'), timeoutSec: o.timeoutSec, dropCaches: o.dropCaches, keepStdout: t.keepStdout });
+      res.tools[t.name]!.phases.restore = strip(m);
+      if (!m.ok) {
+        res.tools[t.name]!.failed = `restore: ${failure(m)}`;
+        log(`  ${t.name}: restore FAILED — ${failure(m)}`);
+      } else {
+        log(`  ${t.name}: ${m.seconds.toFixed(2)} s, max RSS ${m.maxRssMiB?.toFixed(0) ?? '?'} MiB; verifying (${o.verify})`);
+      }
+      if (existsSync(target) && o.verify !== 'none') {
+        const v = verifyTree(dataDir, target, o.verify);
+        res.tools[t.name]!.verify = v;
+        const warn = [v.modeMismatch && `${v.modeMismatch} modes`, v.ownerMismatch && `${v.ownerMismatch} owners`, v.mtimeMismatch && `${v.mtimeMismatch} file mtimes`].filter(Boolean).join(', ');
+        log(
+          `  ${t.name}: restore ${v.ok ? 'VERIFIED' : 'WRONG'} — ${v.entries} entries, ${(v.bytesCompared / 2 ** 20).toFixed(0)} MiB compared in ${v.seconds} s` +
+            (v.ok ? '' : `; missing ${v.missing}, extra ${v.extra}, type ${v.typeMismatch}, size ${v.sizeMismatch}, content ${v.contentMismatch}`) +
+            (warn ? `; differing metadata: ${warn}` : '') +
+            (v.sparseCandidates ? `; sparse file restored sparse: ${v.sparseKept ? 'yes' : 'no'}` : ''),
+        );
+        if (!v.ok) for (const e of v.examples) log(`      ${e}`);
+      }
+      if (!(o.keep && r === o.runs)) rmSync(target, { recursive: true, force: true });
+    }
+  } finally {
+    log(`run ${r}: reverting the mutation`);
+    revert(dataDir);
+    if (!(o.keep && r === o.runs)) rmSync(runDir, { recursive: true, force: true });
+  }
+
+  return res;
+}
+
+/** What goes into the JSON (no captured stdout). */
+function strip(m: Measured): Measured {
+  return { ...m, stdout: m.stdout.length > 2000 ? `${m.stdout.slice(0, 2000)}…` : m.stdout };
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<number> {
+  const o = parseArgs(process.argv.slice(2));
+  mkdirSync(o.workDir, { recursive: true });
+  const TMPFS_MAGIC = 0x01021994;
+  if (statfsSync(o.workDir).type === TMPFS_MAGIC && !o.allowTmpfs) {
+    fail(`${o.workDir} is on tmpfs: the dataset would live in RAM and compete with the tools; use --work-dir on a disk (or --allow-tmpfs)`);
+  }
+  const startedAt = new Date();
+  const stamp = startedAt.toISOString().replace(/[:.]/g, '-');
+  const logDir = join(o.workDir, 'logs', stamp);
+  mkdirSync(logDir, { recursive: true });
+  benchLog = join(logDir, 'bench.log');
+  const scale: Scale = o.quick ? 'quick' : 'full';
+  log(`permafrost bench: ${scale} dataset, ${o.runs} run(s), tools ${o.tools.join(',')}, work dir ${o.workDir}, logs ${logDir}`);
+
+  const canDrop = o.dropCaches && isRoot() && dropCaches();
+  if (o.dropCaches && !canDrop) log('warning: cannot drop the page cache (not root?) — phases run with whatever is cached');
+  if (!haveGnuTime()) log('warning: /usr/bin/time missing (apt-get install time) — peak memory polled from /proc/<pid>/status VmHWM');
+
+  const unavailable = new Map<ToolName, string>();
+  for (const t of o.tools) {
+    const why = toolAvailable(t);
+    if (why) {
+      unavailable.set(t, why);
+      log(`warning: ${why}`);
+    }
+  }
+  let build: Build | undefined;
+  if (o.tools.includes('permafrost')) {
+    build = buildPermafrost(o.pfBuild, logDir);
+    if (build.error) {
+      unavailable.set('permafrost', `build failed: ${build.error}`);
+      log(`warning: Permafrost build failed: ${build.error}`);
+    } else log(`  built in ${build.seconds.toFixed(1)} s`);
+  }
+
+  const dataDir = join(o.workDir, `data-${scale}`);
+  const ds = ensureDataset(dataDir, o.seed, scale, log);
+  log(`dataset ${dataDir}: ${ds.action} in ${ds.seconds.toFixed(1)} s — ${ds.plan.files} files, ${ds.plan.dirs.length} directories, ${(ds.plan.apparentBytes / 1e9).toFixed(2)} GB apparent, ${(ds.plan.dataBytes / 1e9).toFixed(2)} GB data`);
+
+  // Versions and configurations (the tool objects are rebuilt per cycle).
+  const probe = { work: o.workDir, data: dataDir, repo: '/nonexistent', cache: join(o.workDir, 'run-probe') };
+  const toolInfo: Record<string, { version: string; config: string; unavailable?: string }> = {};
+  for (const t of o.tools) {
+    const tool = t === 'permafrost' ? (build?.entry ? permafrostTool(probe, build.entry) : undefined) : t === 'restic' ? resticTool(probe) : borgTool(probe, o.borgCompression);
+    toolInfo[t] = { version: unavailable.has(t) || !tool ? 'unavailable' : tool.version(), config: tool?.config ?? '', unavailable: unavailable.get(t) };
+  }
+  rmSync(probe.cache, { recursive: true, force: true });
+  for (const [t, i] of Object.entries(toolInfo)) log(`  ${t}: ${i.version} — ${i.config}`);
+
+  const runs: RunResult[] = [];
+  for (let r = 1; r <= o.runs; r++) {
+    if (r > 1) ensureDataset(dataDir, o.seed, scale, log);
+    runs.push(await oneCycle(o, r, dataDir, scale, logDir, build?.entry, unavailable));
+  }
+
+  const summary = summarize(runs, o.tools);
+  const meta = {
+    scale,
+    runs: o.runs,
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? '?', memGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), node: process.version, loadAtEnd: loadavg()[0] },
+    cachesDropped: canDrop,
+    dataset: { dir: dataDir, seed: o.seed, files: ds.plan.files, dirs: ds.plan.dirs.length, apparentBytes: ds.plan.apparentBytes, dataBytes: ds.plan.dataBytes, action: ds.action, mutationSeed: MUTATION_SEED },
+    tools: toolInfo,
+    permafrostBuild: build ? { mode: o.pfBuild, seconds: build.seconds, typeErrors: build.typeErrors, error: build.error } : undefined,
+    verify: o.verify,
+    logDir,
+  };
+  const report = renderReport(meta, summary);
+  process.stdout.write(report);
+  writeFileSync(join(logDir, 'report.txt'), report);
+  const out = join(o.workDir, 'bench-results.json');
+  writeFileSync(out, JSON.stringify({ ...meta, summary, runsDetail: runs }, null, 2) + '\n');
+  log(`results: ${out}`);
+  const bad = Object.values(summary.tools).some((t) => t.failed || t.restoreWrong);
+  return bad ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    log(`bench failed: ${(err as Error).stack ?? err}`);
+    process.exitCode = 1;
+  },
+);
+
