@@ -26,8 +26,8 @@ const has = (cmd: string): boolean => {
 
 function skipReason(): string | undefined {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return 'not running as root (losetup and mount need root)';
-  for (const cmd of ['losetup', 'blkid', 'lsblk', 'mkfs.ext4', 'mkfs.xfs', 'sfdisk', 'partx']) {
-    if (!has(cmd)) return `${cmd} not installed (util-linux, e2fsprogs, xfsprogs, fdisk)`;
+  for (const cmd of ['losetup', 'blkid', 'lsblk', 'mkfs.ext4', 'partx']) {
+    if (!has(cmd)) return `${cmd} not installed (util-linux, e2fsprogs)`;
   }
   try {
     execFileSync('losetup', ['--find'], { stdio: 'ignore' });
@@ -86,8 +86,9 @@ describe.skipIf(reason !== undefined)('local connector on loop devices', () => {
 
   for (const fsType of ['ext4', 'xfs', 'btrfs'] as const) {
     it(`writes ${fsType} read-write, then mounts it read-only without touching the image`, async (ctx) => {
-      if (fsType === 'btrfs' && !has('mkfs.btrfs')) {
-        console.warn('connector-local: btrfs part skipped: mkfs.btrfs not installed (btrfs-progs)');
+      const tool = `mkfs.${fsType}`;
+      if (!has(tool)) {
+        console.warn(`connector-local: ${fsType} part skipped: ${tool} not installed (${fsType === 'xfs' ? 'xfsprogs' : 'btrfs-progs'})`);
         ctx.skip();
       }
       const img = join(dir, `${fsType}.img`);
@@ -132,7 +133,11 @@ describe.skipIf(reason !== undefined)('local connector on loop devices', () => {
     });
   }
 
-  it('exposes both partitions of a partitioned image as loopNp1 and loopNp2', async () => {
+  it('exposes both partitions of a partitioned image as loopNp1 and loopNp2', async (ctx) => {
+    if (!has('sfdisk') || !has('mkfs.xfs')) {
+      console.warn('connector-local: partition part skipped: sfdisk (fdisk) or mkfs.xfs (xfsprogs) not installed');
+      ctx.skip();
+    }
     const img = join(dir, 'parted.img');
     await writeFile(img, '');
     await truncate(img, 400 * 1024 * 1024);

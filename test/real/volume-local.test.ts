@@ -21,6 +21,7 @@ const PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
 function rootReason(): string | undefined {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return 'not running as root (losetup needs root)';
   for (const cmd of ['losetup', 'mkfs.ext4', 'mkfs.xfs']) {
+    // (xfsprogs: the xfs half of the test, and the 300 MB minimum that makes mkfs fail on purpose)
     if (spawnSync('sh', ['-c', `command -v ${cmd}`], { env: { ...process.env, PATH } }).status !== 0) return `${cmd} not installed`;
   }
   return undefined;
