@@ -341,9 +341,9 @@ class TreeBackup {
       gid: Number(st.gid),
       mtimeNs: st.mtimeNs.toString(),
       ctimeNs: st.ctimeNs.toString(),
-      atimeNs: st.atimeNs.toString(),
       inode: st.ino.toString(),
     };
+    if (type !== 'dir' && type !== 'symlink') node.atimeNs = st.atimeNs.toString();
     if (st.dev !== this.rootDev) node.dev = Number(st.dev);
     if (type !== 'dir') {
       if (st.nlink > 1n) node.nlink = Number(st.nlink);

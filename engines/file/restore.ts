@@ -236,7 +236,7 @@ class TreeRestore {
     try {
       if (this.isRoot) fs.lchownSync(e.abs, n.uid, n.gid);
       fs.chmodSync(e.abs, n.mode);
-      fs.utimesSync(e.abs, nsToSeconds(n.atimeNs), nsToSeconds(n.mtimeNs));
+      fs.utimesSync(e.abs, nsToSeconds(n.atimeNs ?? n.mtimeNs), nsToSeconds(n.mtimeNs));
     } catch (err) {
       this.warn(`cannot set the metadata of ${e.rel || '.'}: ${code(err) ?? (err as Error).message}`);
     }
@@ -305,7 +305,7 @@ class TreeRestore {
         this.warn(`cannot set the owner of ${rel}: ${code(err)}`);
       }
     }
-    fs.lutimesSync(abs, nsToSeconds(node.atimeNs), nsToSeconds(node.mtimeNs));
+    fs.lutimesSync(abs, nsToSeconds(node.atimeNs ?? node.mtimeNs), nsToSeconds(node.mtimeNs));
     if (node.xattrs) this.xattrs.push({ path: rel, xattrs: node.xattrs });
   }
 
@@ -414,7 +414,7 @@ class TreeRestore {
       if (end < size) fs.ftruncateSync(fd, size);
       if (this.isRoot) fs.fchownSync(fd, node.uid, node.gid);
       fs.fchmodSync(fd, node.mode);
-      fs.futimesSync(fd, nsToSeconds(node.atimeNs), nsToSeconds(node.mtimeNs));
+      fs.futimesSync(fd, nsToSeconds(node.atimeNs ?? node.mtimeNs), nsToSeconds(node.mtimeNs));
       this.result.files++;
       this.result.bytes += size;
       ctx.progress.advance(0, 1);
@@ -518,7 +518,7 @@ class TreeRestore {
     try {
       if (this.isRoot) fs.lchownSync(abs, node.uid, node.gid);
       fs.chmodSync(abs, node.mode);
-      fs.utimesSync(abs, nsToSeconds(node.atimeNs), nsToSeconds(node.mtimeNs));
+      fs.utimesSync(abs, nsToSeconds(node.atimeNs ?? node.mtimeNs), nsToSeconds(node.mtimeNs));
     } catch (err) {
       this.warn(`cannot set the metadata of ${rel}: ${code(err) ?? (err as Error).message}`);
     }

@@ -242,7 +242,7 @@ class TarExport {
     const secs = Number(BigInt(node.mtimeNs) / 1_000_000_000n);
     if (this.opts.preciseTimes) {
       pax.mtime = nsPax(node.mtimeNs);
-      pax.atime = nsPax(node.atimeNs);
+      if (node.atimeNs !== undefined) pax.atime = nsPax(node.atimeNs);
       pax.ctime = nsPax(node.ctimeNs);
     } else if (secs < 0 || secs > 0x7fffffff) {
       pax.mtime = nsPax(node.mtimeNs);
@@ -282,12 +282,12 @@ class TarExport {
 
   private async write(item: Item): Promise<void> {
     if (item.ancestors) {
-      for (let i = 0; i < item.ancestors.length; i++) await this.entry(this.header(item.ancestorRels![i]!, item.ancestors[i]!));
+      for (let i = 0; i < item.ancestors.length; i++) await this.entry({ ...this.header(item.ancestorRels![i]!, item.ancestors[i]!), type: 'directory' });
     }
     const { rel, node } = item.ev;
     switch (node.type) {
       case 'dir':
-        return this.entry(this.header(rel, node));
+        return this.entry({ ...this.header(rel, node), type: 'directory' });
       case 'symlink':
         return this.entry({ ...this.header(rel, node), type: 'symlink', linkname: node.linkTarget });
       case 'fifo':

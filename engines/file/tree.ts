@@ -32,7 +32,11 @@ export interface TreeNode {
   /** Times in nanoseconds since the epoch, decimal strings (exact; JSON numbers are not). */
   mtimeNs: string;
   ctimeNs: string;
-  atimeNs: string;
+  /**
+   * Not recorded for directories and symlinks: the backup's own readdir/readlink changes it, and
+   * keeping it would make every directory's tree new at each backup.
+   */
+  atimeNs?: string;
   /** Inode number, decimal string. */
   inode: string;
   /** Device, only when it differs from the device of the backup root (nested mounts). */
@@ -95,7 +99,7 @@ function canonicalNode(n: TreeNode | Omit<TreeNode, 'name'>, withName: boolean):
   if (n.size !== undefined) o.size = n.size;
   o.mtimeNs = n.mtimeNs;
   o.ctimeNs = n.ctimeNs;
-  o.atimeNs = n.atimeNs;
+  if (n.atimeNs !== undefined) o.atimeNs = n.atimeNs;
   o.inode = n.inode;
   if (n.dev !== undefined) o.dev = n.dev;
   if (n.nlink !== undefined) o.nlink = n.nlink;
@@ -140,6 +144,7 @@ function validateNode(raw: unknown, withName: boolean, where: string): TreeNode 
   if (!isUint(n.mode, 0o7777)) fail(`${at}: invalid mode`);
   if (!isUint(n.uid, 0xffffffff) || !isUint(n.gid, 0xffffffff)) fail(`${at}: invalid uid/gid`);
   for (const k of ['mtimeNs', 'ctimeNs', 'atimeNs'] as const) {
+    if (k === 'atimeNs' && n[k] === undefined) continue;
     if (typeof n[k] !== 'string' || !NS_RE.test(n[k] as string)) fail(`${at}: invalid ${k}`);
   }
   if (typeof n.inode !== 'string' || !INODE_RE.test(n.inode)) fail(`${at}: invalid inode`);
