@@ -259,6 +259,8 @@ export class ScriptConnector implements Connector {
 
     // The cloud may export the volume read-only (access_mode 'ro'): never attach it read-write.
     const readOnly = opts.readOnly || data.access_mode === 'ro';
+    const script = this.scriptPath('attach');
+    if (!existsSync(script)) throw new DeviceError(`connector script ${script} not found`);
     const stateDir = await this.makeStateDir(data);
     const env: Record<string, string> = {
       ...infoEnv,
@@ -268,7 +270,6 @@ export class ScriptConnector implements Connector {
       PF_ATTACH_MODE: this.opts.mode,
       PF_PROTOCOL: this.protocol,
     };
-    const script = this.scriptPath('attach');
     log.debug(`${this.protocol}: running ${script} (${Object.keys(env).filter((k) => k.startsWith('PF_')).sort().join(' ')})`);
     const started = Date.now();
     const run = await this.run(script, env, opts.signal);
@@ -340,10 +341,12 @@ export class ScriptConnector implements Connector {
     return undefined;
   }
 
+  /** A state directory this connector may remove: under its root, or one made for this protocol (owner.json). */
   private isOwnStateDir(dir: string): boolean {
     const root = path.resolve(this.opts.stateDir);
     const d = path.resolve(dir);
-    return d.startsWith(root + path.sep) && d !== root;
+    if (d.startsWith(root + path.sep)) return true;
+    return path.basename(d).startsWith(`${this.protocol}-`) && existsSync(path.join(d, OWNER_FILE));
   }
 
   private async makeStateDir(data: Record<string, unknown>): Promise<string> {

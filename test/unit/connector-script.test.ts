@@ -3,7 +3,7 @@
 // helper scripts in a temp directory; needs no root.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -289,6 +289,7 @@ describe('ScriptConnector', () => {
   it('reports a missing script as DeviceError', async () => {
     const c = new ScriptConnector('absent', { scriptsDir: scripts, stateDir: state });
     await expect(c.attach({ driver_volume_type: 'absent', data: {} }, { readOnly: true })).rejects.toThrow(/absent-attach not found/);
+    expect(existsSync(state) ? readdirSync(state).filter((d) => d.startsWith('absent-')) : []).toEqual([]);
   });
 });
 
