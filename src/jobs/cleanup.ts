@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { Catalog, ResourceRow } from '../catalog/catalog.js';
 import type { AttachedDevice } from '../connectors/connector.js';
 import { connectorFor } from '../connectors/index.js';
-import type { ScriptConnectorOptions } from '../connectors/script.js';
+import { type ScriptConnectorOptions, detachOrphans } from '../connectors/script.js';
 import { NotFoundError } from '../errors.js';
 import { log } from '../util/log.js';
 import { listMounts, umount } from '../util/mounts.js';
@@ -37,7 +37,26 @@ function alive(pid: number | null): boolean {
 export async function cleanupLeftovers(catalog: Catalog, provider: VolumeProvider | undefined, o: { host: string; stateDir: string; scripts: ScriptConnectorOptions }): Promise<CleanupReport> {
   const report: CleanupReport = { removed: [], failed: [], interruptedBackups: [] };
   report.interruptedBackups = catalog.failOrphans(o.host, (pid) => alive(pid));
-  const rows = catalog.openResources({ host: o.host }).filter((r) => !alive(r.pid));
+  const open = catalog.openResources({ host: o.host });
+  const liveMounts = new Set(open.filter((r) => r.kind === 'mount' && alive(r.pid) && r.ref).map((r) => r.ref!));
+  const rows = open.filter((r) => !alive(r.pid));
+  // 1. Mounts under our mount root that no live job owns (unmounted first: a mounted device cannot detach).
+  const mntRoot = join(o.stateDir, 'mnt');
+  for (const mnt of await listMounts(mntRoot).catch(() => [])) {
+    if (liveMounts.has(mnt.mountPoint)) continue;
+    try {
+      await umount(mnt.mountPoint);
+      rmSync(mnt.mountPoint, { recursive: false, force: true });
+      report.removed.push({ kind: 'mount', ref: mnt.mountPoint, job: '-' });
+    } catch (err) {
+      report.failed.push({ kind: 'mount', ref: mnt.mountPoint, job: '-', error: (err as Error).message });
+    }
+  }
+  // 2. Devices whose attaching process died (also those it never recorded in the catalog).
+  const orphans = await detachOrphans(o.scripts);
+  for (const d of orphans.detached) report.removed.push({ kind: 'device', ref: d, job: '-' });
+  for (const f of orphans.failed) report.failed.push({ kind: 'device', ref: f.dir, job: '-', error: f.error });
+  // 3. What the catalog recorded for jobs whose process is gone, newest first.
   const seenRefs = new Set<string>();
   for (const r of rows) {
     const ref = r.ref ?? r.name ?? '?';
@@ -49,17 +68,6 @@ export async function cleanupLeftovers(catalog: Catalog, provider: VolumeProvide
     } catch (err) {
       report.failed.push({ kind: r.kind, ref, job: r.jobId, error: (err as Error).message });
       log.error(`cleanup: ${r.kind} ${ref} of job ${r.jobId}: ${(err as Error).message}`);
-    }
-  }
-  // Stray mounts of ours (a job whose catalog row was never written).
-  const mntRoot = join(o.stateDir, 'mnt');
-  for (const mnt of await listMounts(mntRoot).catch(() => [])) {
-    try {
-      await umount(mnt.mountPoint);
-      rmSync(mnt.mountPoint, { recursive: false, force: true });
-      report.removed.push({ kind: 'mount', ref: mnt.mountPoint, job: '-' });
-    } catch (err) {
-      report.failed.push({ kind: 'mount', ref: mnt.mountPoint, job: '-', error: (err as Error).message });
     }
   }
   // Cloud resources tagged as ours that the catalog does not know.

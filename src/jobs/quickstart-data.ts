@@ -6,8 +6,14 @@ import { join } from 'node:path';
 /** Write a sample tree: text and binary files, nested dirs, a symlink, a hardlink, an empty dir. */
 export function writeSample(dir: string): void {
   mkdirSync(dir, { recursive: true });
-  let seed = 42;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  let seed = 0x2545f491;
+  const rnd = () => {
+    // xorshift32: deterministic, and random enough that image.bin does not compress.
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) / 2 ** 32;
+  };
   for (let d = 0; d < 20; d++) {
     const sub = join(dir, `dir${d}`, `sub${d % 3}`);
     mkdirSync(sub, { recursive: true });
