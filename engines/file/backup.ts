@@ -28,7 +28,7 @@ import { emptyStats } from '../../src/repository/types.js';
 import type { EngineBackupResult, EngineContext } from '../engine.js';
 import { Chunker, DEFAULT_CHUNKER, type ChunkerOptions } from './chunker.js';
 import { compileExcludes, type PathMatcher } from './select.js';
-import { encodeTree, decodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
+import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
 import { startXattrScan, type XattrScan, type Xattrs } from './xattr.js';
 
 /** Options of backupTree. */
@@ -97,6 +97,8 @@ function errText(err: unknown): string {
 interface Work {
   node: TreeNode;
   rel: string;
+  /** Directories: the same directory's node in the parent backup. */
+  parent?: TreeNode;
   /** Left out of the tree (vanished or unreadable). */
   drop?: boolean;
 }
@@ -114,6 +116,12 @@ interface DirResult {
 }
 
 const noop = (): void => {};
+
+function sortedXattrs(x: Xattrs): Xattrs {
+  const out: Xattrs = {};
+  for (const k of Object.keys(x).sort(compareNames)) out[k] = x[k]!;
+  return out;
+}
 
 class TreeBackup {
   readonly stats: BackupStats = emptyStats();
@@ -179,7 +187,7 @@ class TreeBackup {
       const parent = this.opts.parentRoot ? await this.loadParent(this.opts.parentRoot, '') : undefined;
       const rootNode = this.makeNode('', rootSt, 'dir');
       this.stats.dirs++;
-      const res = await this.walkDir(this.rootDir, '', parent?.nodes, { node: rootNode, rel: '' });
+      const res = await this.walkDir(this.rootDir, '', parent, { node: rootNode, rel: '' });
       const root = await res.tree;
       while (this.saves.size > 0) await Promise.all([...this.saves]);
       if (this.failure) throw this.failure;
@@ -303,7 +311,7 @@ class TreeBackup {
   }
 
   private async saveTree(tree: Tree): Promise<BlobId> {
-    const buf = encodeTree(tree);
+    const buf = encodeTree(tree, { canonical: true });
     const id = this.repo.hash(buf);
     if (!this.repo.has(id)) this.save('tree', buf, id);
     return id;
@@ -316,12 +324,9 @@ class TreeBackup {
 
   // ---- parent --------------------------------------------------------------
 
-  private async loadParent(id: BlobId, rel: string): Promise<{ nodes: Map<string, TreeNode> } | undefined> {
+  private async loadParent(id: BlobId, rel: string): Promise<TreeNode[] | undefined> {
     try {
-      const t = decodeTree(await this.repo.loadBlob('tree', id));
-      const m = new Map<string, TreeNode>();
-      for (const n of t.nodes) m.set(n.name, n);
-      return { nodes: m };
+      return decodeParentTree(await this.repo.loadBlob('tree', id));
     } catch (err) {
       if (this.signal.aborted) return undefined;
       this.log.warn(`cannot load the parent's tree for "${rel || '/'}" (${(err as Error).message}); reading its files again`);
@@ -332,17 +337,13 @@ class TreeBackup {
   // ---- walk ------------------------------------------------------------------
 
   private makeNode(name: string, st: BigIntStats, type: NodeType): TreeNode {
-    const mode = Number(st.mode);
-    const node: TreeNode = {
-      name,
-      type,
-      mode: mode & 0o7777,
-      uid: Number(st.uid),
-      gid: Number(st.gid),
-      mtimeNs: st.mtimeNs.toString(),
-      ctimeNs: st.ctimeNs.toString(),
-      inode: st.ino.toString(),
-    };
+    const node = createNode(name, type);
+    node.mode = Number(st.mode) & 0o7777;
+    node.uid = Number(st.uid);
+    node.gid = Number(st.gid);
+    node.mtimeNs = st.mtimeNs.toString();
+    node.ctimeNs = st.ctimeNs.toString();
+    node.inode = st.ino.toString();
     if (type !== 'dir' && type !== 'symlink') node.atimeNs = st.atimeNs.toString();
     if (st.dev !== this.rootDev) node.dev = Number(st.dev);
     if (type !== 'dir') {
@@ -355,7 +356,7 @@ class TreeBackup {
     return node;
   }
 
-  private async walkDir(abs: string, rel: string, parent: Map<string, TreeNode> | undefined, self: Work): Promise<DirResult> {
+  private async walkDir(abs: string, rel: string, parent: TreeNode[] | undefined, self: Work): Promise<DirResult> {
     this.checkAbort();
     await this.maybeYield();
     let names: string[];
@@ -373,8 +374,13 @@ class TreeBackup {
     const prefix = rel === '' ? '' : rel + '/';
     const absPrefix = abs.endsWith('/') ? abs : abs + '/';
     const excludes = this.excludes;
+    const pnodes = parent ?? EMPTY;
+    let pj = 0;
     for (let i = 0; i < names.length; i++) {
       const name = names[i]!;
+      // The parent's node of the same name: both lists are in name order.
+      while (pj < pnodes.length && compareNames(pnodes[pj]!.name, name) < 0) pj++;
+      const pn = pj < pnodes.length && pnodes[pj]!.name === name ? pnodes[pj] : undefined;
       const r = prefix + name;
       if (excludes !== undefined && excludes(r)) continue;
       const p = absPrefix + name;
@@ -401,7 +407,7 @@ class TreeBackup {
       const work: Work = { node, rel: r };
       works.push(work);
       if (type === 'file') {
-        const pending = this.fileEntry(work, p, parent?.get(name), st);
+        const pending = this.fileEntry(work, p, pn, st);
         if (pending !== undefined) {
           if (this.readConcurrency === 0) await pending;
           else waits.push(pending);
@@ -410,6 +416,7 @@ class TreeBackup {
         if (this.queue.length - this.queueHead > 2048) await this.waitQueue();
       } else if (type === 'dir') {
         this.stats.dirs++;
+        work.parent = pn;
         subdirs.push(work);
       } else {
         this.stats.files++;
@@ -428,12 +435,12 @@ class TreeBackup {
     const children: Promise<BlobId>[] = [];
     if (subdirs.length > 0) {
       // Prefetch the parent's subtrees a few directories ahead.
-      const parents: (Promise<{ nodes: Map<string, TreeNode> } | undefined> | undefined)[] = new Array(subdirs.length);
+      const parents: (Promise<TreeNode[] | undefined> | undefined)[] = new Array(subdirs.length);
       let started = 0;
       const startUpTo = (n: number) => {
         for (; started < n && started < subdirs.length; started++) {
           const w = subdirs[started]!;
-          const pn = parent?.get(w.node.name);
+          const pn = w.parent;
           if (pn && pn.type === 'dir' && pn.subtree && !(this.opts.oneFileSystem && w.node.dev !== undefined)) parents[started] = this.loadParent(pn.subtree, w.rel);
         }
       };
@@ -446,7 +453,7 @@ class TreeBackup {
         }
         const pt = parents[i] ? await parents[i] : undefined;
         parents[i] = undefined;
-        const res = await this.walkDir(absPrefix + w.node.name, w.rel, pt?.nodes, w);
+        const res = await this.walkDir(absPrefix + w.node.name, w.rel, pt, w);
         children.push(res.tree);
       }
     }
@@ -464,11 +471,11 @@ class TreeBackup {
       if (xm.size > 0) {
         for (const w of works) {
           const x = xm.get(w.rel);
-          if (x) w.node.xattrs = x;
+          if (x) w.node.xattrs = sortedXattrs(x);
         }
         if (isRoot) {
           const x = xm.get('');
-          if (x) self.node.xattrs = x;
+          if (x) self.node.xattrs = sortedXattrs(x);
         }
       }
     }

@@ -118,10 +118,51 @@ function canonicalNode(n: TreeNode | Omit<TreeNode, 'name'>, withName: boolean):
 }
 
 /**
- * Encode a tree deterministically. Nodes are sorted by name here; duplicate or
- * invalid names throw IntegrityError (a tree that would not decode is never written).
+ * A node with every field present in the canonical order (absent ones
+ * undefined, which JSON.stringify leaves out). Nodes built this way, with
+ * sorted xattr names, can be encoded without copying (`canonical: true`).
  */
-export function encodeTree(tree: Tree): Buffer {
+export function createNode(name: string, type: NodeType): TreeNode {
+  return {
+    name,
+    type,
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    size: undefined,
+    mtimeNs: '',
+    ctimeNs: '',
+    atimeNs: undefined,
+    inode: '',
+    dev: undefined,
+    nlink: undefined,
+    rdev: undefined,
+    linkTarget: undefined,
+    xattrs: undefined,
+    sparse: undefined,
+    holes: undefined,
+    content: undefined,
+    subtree: undefined,
+  };
+}
+
+/**
+ * Encode a tree deterministically. Nodes are sorted by name and put in the
+ * canonical field order here, unless `canonical` says the caller built them
+ * with createNode() in name order (the backup's fast path; order and names
+ * are still checked). Duplicate or invalid names throw IntegrityError: a tree
+ * that would not decode is never written.
+ */
+export function encodeTree(tree: Tree, opts: { canonical?: boolean } = {}): Buffer {
+  if (opts.canonical) {
+    const nodes = tree.nodes;
+    for (let i = 0; i < nodes.length; i++) {
+      const n = nodes[i]!;
+      if (!isValidName(n.name)) fail(`invalid name ${JSON.stringify(n.name)}`);
+      if (i > 0 && compareNames(nodes[i - 1]!.name, n.name) >= 0) fail(`names not strictly sorted at ${JSON.stringify(n.name)}`);
+    }
+    return Buffer.from(JSON.stringify(tree.root ? { nodes, root: tree.root } : { nodes }));
+  }
   const nodes = tree.nodes.slice().sort((a, b) => compareNames(a.name, b.name));
   const out: Record<string, unknown>[] = new Array(nodes.length);
   for (let i = 0; i < nodes.length; i++) {
@@ -133,6 +174,34 @@ export function encodeTree(tree: Tree): Buffer {
   const doc: Record<string, unknown> = { nodes: out };
   if (tree.root) doc.root = canonicalNode(tree.root, false);
   return Buffer.from(JSON.stringify(doc));
+}
+
+/**
+ * Decode a tree the backup itself wrote earlier (a parent tree, verified by
+ * its ID on load) for comparison only: JSON plus the type checks the parent
+ * skip relies on, without the full validation restore does. Throws
+ * IntegrityError when the shape is wrong.
+ */
+export function decodeParentTree(data: Uint8Array): TreeNode[] {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
+  } catch (err) {
+    throw new IntegrityError('malformed tree: not JSON', { cause: err });
+  }
+  const nodes = (doc as { nodes?: unknown } | null)?.nodes;
+  if (!Array.isArray(nodes)) fail('no nodes');
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[i] as TreeNode;
+    if (typeof n !== 'object' || n === null || typeof n.name !== 'string' || typeof n.type !== 'string') fail(`node ${i}: not a node`);
+    if (i > 0 && compareNames((nodes[i - 1] as TreeNode).name, n.name) >= 0) fail(`names not strictly sorted at ${JSON.stringify(n.name)}`);
+    if (n.type === 'file') {
+      if (typeof n.size !== 'number' || typeof n.mtimeNs !== 'string' || typeof n.ctimeNs !== 'string' || typeof n.inode !== 'string' || !Array.isArray(n.content)) fail(`node ${i}: malformed file`);
+      for (const id of n.content) if (typeof id !== 'string' || id.length !== 64) fail(`node ${i}: malformed content`);
+      if (n.holes !== undefined && !Array.isArray(n.holes)) fail(`node ${i}: malformed holes`);
+    } else if (n.type === 'dir' && n.subtree !== undefined && typeof n.subtree !== 'string') fail(`node ${i}: malformed subtree`);
+  }
+  return nodes as TreeNode[];
 }
 
 function validateNode(raw: unknown, withName: boolean, where: string): TreeNode {
