@@ -145,3 +145,29 @@ describe('repository locks', () => {
     expect(st.objects.has('locks/dead')).toBe(false);
   });
 });
+
+describe('index repair', () => {
+  it('rebuilds the index from the packs alone, dropping unreadable index files', async () => {
+    const { rebuildIndex } = await import('../../src/repository/rebuild.js');
+    const st = new MemStorage();
+    const repo = await Repository.init(st, { packSize: 32 << 10 });
+    const blobs = Array.from({ length: 20 }, () => randomBytes(8000));
+    const ids = (await Promise.all(blobs.map((b) => repo.saveBlob('data', b)))).map((r) => r.id);
+    await repo.flush();
+    await repo.close();
+    // Lose the index: one file corrupted.
+    for (const k of [...st.objects.keys()].filter((k) => k.startsWith('index/'))) st.objects.get(k)!.data[5] ^= 0xff;
+    const broken = await Repository.open(st);
+    await expect(broken.loadIndex()).rejects.toBeInstanceOf(IntegrityError);
+    await broken.close();
+    const r2 = await Repository.open(st);
+    const res = await rebuildIndex(r2);
+    expect(res.reindexed).toBeGreaterThan(1);
+    expect(res.removedIndexFiles).toHaveLength(1);
+    await r2.close();
+    const r3 = await Repository.open(st);
+    await r3.loadIndex();
+    for (const [i, id] of ids.entries()) expect((await r3.loadBlob('data', id)).equals(blobs[i]!)).toBe(true);
+    await r3.close();
+  });
+});
