@@ -16,6 +16,7 @@ export interface RebuildResult {
   reindexed: number;
   unreadablePacks: string[];
   removedIndexFiles: string[];
+  rewrittenIndex: string | null;
 }
 
 export async function rebuildIndex(repo: Repository, o: { progress?: Progress; signal?: AbortSignal } = {}): Promise<RebuildResult> {
@@ -46,9 +47,10 @@ export async function rebuildIndex(repo: Repository, o: { progress?: Progress; s
       }),
     ),
   );
-  if (found.length) await repo.writeIndex(found);
+  const written = found.length ? await repo.writeIndex(found) : undefined;
   for (const f of found) repo.index.addPack(f.id, f.blobs);
-  for (const id of badIndex) await repo.storage.delete(`index/${id}`);
+  // An index rebuilt from the same packs can have the very name of the damaged one: it was just rewritten whole.
+  for (const id of badIndex) if (id !== written) await repo.storage.delete(`index/${id}`);
   o.progress?.done();
-  return { packs: packs.length, indexedBefore: indexed.size, reindexed: found.length, unreadablePacks: unreadable, removedIndexFiles: badIndex };
+  return { packs: packs.length, indexedBefore: indexed.size, reindexed: found.length, unreadablePacks: unreadable, removedIndexFiles: badIndex.filter((id) => id !== written), rewrittenIndex: written ?? null };
 }
