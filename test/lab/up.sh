@@ -118,7 +118,7 @@ want cinder && { port_guard 5000 keystone.pid; port_guard 8776 cinder-api.pid; p
 want iscsi && port_guard 3260 tgtd.pid
 
 if [ $INSTALL = 1 ]; then
-  PKGS=$(for p in "${PARTS[@]}"; do [ "$p" = s3 ] && continue; cat $HERE/pkgs-$p.txt; done | tr -s ' \n' '\n' | sort -u | tr '\n' ' ')
+  PKGS=$({ cat $HERE/pkgs-host.txt; for p in "${PARTS[@]}"; do [ "$p" = s3 ] && continue; cat $HERE/pkgs-$p.txt; done; } | tr -s ' \n' '\n' | sort -u | tr '\n' ' ')
   INSTALLED=" $({ dpkg-query -W -f='${Package} ${Status}\n' $PKGS 2>/dev/null || true; } | awk '/install ok installed/{print $1}' | tr '\n' ' ') "
   MISSING=$(for p in $PKGS; do case "$INSTALLED" in *" $p "*) ;; *) echo "$p" ;; esac; done | tr '\n' ' ')
   if [ -z "${MISSING// /}" ]; then
