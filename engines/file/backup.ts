@@ -29,6 +29,8 @@ import type { EngineBackupResult, EngineContext } from '../engine.js';
 import { Chunker, DEFAULT_CHUNKER, type ChunkerOptions } from './chunker.js';
 import { compileExcludes, type PathMatcher } from './select.js';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
+import { Semaphore } from './limit.js';
+import { ReaderPool, type BlockResult } from './readers.js';
 import { startXattrScan, type XattrScan, type Xattrs } from './xattr.js';
 
 /** Options of backupTree. */
@@ -44,16 +46,23 @@ export interface BackupTreeOptions {
   /** Back up extended attributes with getfattr (default true). */
   xattrs?: boolean;
   /**
-   * 0 (default): files are read synchronously on the main thread (cheapest per
-   * file on cached or local storage). N > 0: N files read concurrently with
-   * async reads on the libuv pool (for high-latency devices; costs more CPU).
+   * Reader threads (default 8): file reads run there, several requests in
+   * flight for cold or remote devices. 0: synchronous reads on the main thread.
    */
-  readConcurrency?: number;
+  readers?: number;
   /** Cap on plaintext bytes handed to saveBlob and not yet settled (default 96 MiB). */
   maxInflightBytes?: number;
 }
 
+/** Block size of large-file reads. */
 const READ_SIZE = 8 << 20;
+/** Blocks of one large file requested ahead of the chunker. */
+const LARGE_WINDOW = 3;
+/** Large files read at the same time. */
+const LARGE_FILES = 2;
+/** A batch of small files for one reader request: at most this many files or bytes. */
+const BATCH_FILES = 64;
+const BATCH_BYTES = 2 << 20;
 const SLAB_SIZE = 4 << 20;
 const EMPTY: never[] = [];
 
@@ -103,12 +112,15 @@ interface Work {
   drop?: boolean;
 }
 
-interface ReadJob {
-  work: Work;
-  abs: string;
-  size: number;
-  resolve?: () => void;
-  reject?: (e: unknown) => void;
+/** Small files on their way to a reader thread. */
+interface Batch {
+  works: Work[];
+  paths: string[];
+  sizes: number[];
+  bytes: number;
+  done: Promise<void>;
+  resolve: () => void;
+  reject: (e: unknown) => void;
 }
 
 interface DirResult {
@@ -131,7 +143,8 @@ class TreeBackup {
   private readonly signal: AbortSignal;
   private readonly chunkOpts: Required<ChunkerOptions>;
   private readonly excludes?: PathMatcher;
-  private readonly readConcurrency: number;
+  private readonly readers: number;
+  private readonly maxBatches: number;
   private readonly maxInflight: number;
   private readonly openFlags: number;
   private rootDev = 0n;
@@ -142,11 +155,11 @@ class TreeBackup {
   private inflight = 0;
   private readonly saves = new Set<Promise<unknown>>();
   private roomWaiters: (() => void)[] = [];
-  private readonly queue: ReadJob[] = [];
-  private queueHead = 0;
-  private activeReaders = 0;
-  private queueWaiters: (() => void)[] = [];
-  private readonly scratch: Buffer[] = [];
+  private pool?: ReaderPool;
+  private batch?: Batch;
+  private batchesInFlight = 0;
+  private batchWaiters: (() => void)[] = [];
+  private readonly largeSem = new Semaphore(LARGE_FILES);
   /** dev:inode of files with nlink > 1 seen in this backup → when their content is known. */
   private readonly links = new Map<string, { work: Work; ready: Promise<void> | undefined }>();
   private slab = Buffer.alloc(0);
@@ -168,8 +181,9 @@ class TreeBackup {
     this.chunkOpts = { ...DEFAULT_CHUNKER, ...(opts.chunker ?? {}) };
     new Chunker(this.chunkOpts); // validate early
     this.excludes = compileExcludes(opts.excludes);
-    this.readConcurrency = Math.max(0, Math.floor(opts.readConcurrency ?? 0));
-    this.maxInflight = Math.max(this.chunkOpts.maxSize * 2, opts.maxInflightBytes ?? 96 << 20);
+    this.readers = Math.max(0, Math.floor(opts.readers ?? 8));
+    this.maxBatches = Math.max(2, this.readers * 2);
+    this.maxInflight = Math.max(this.chunkOpts.maxSize * 2, opts.maxInflightBytes ?? 64 << 20);
     let flags = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
     if (process.getuid?.() === 0 && C.O_NOATIME) flags |= C.O_NOATIME;
     this.openFlags = flags;
@@ -188,6 +202,7 @@ class TreeBackup {
       const rootNode = this.makeNode('', rootSt, 'dir');
       this.stats.dirs++;
       const res = await this.walkDir(this.rootDir, '', parent, { node: rootNode, rel: '' });
+      this.flushBatch();
       const root = await res.tree;
       while (this.saves.size > 0) await Promise.all([...this.saves]);
       if (this.failure) throw this.failure;
@@ -209,6 +224,7 @@ class TreeBackup {
     } finally {
       this.signal.removeEventListener('abort', onAbort);
       this.xattrScan?.kill();
+      await this.pool?.close();
     }
   }
 
@@ -218,10 +234,7 @@ class TreeBackup {
     if (this.failure === undefined) this.failure = err;
     // Wake everything that waits so it can observe the failure.
     this.wakeRoom();
-    this.wakeQueue();
-    for (const j of this.queue.splice(this.queueHead)) j.reject?.(this.failure);
-    this.queue.length = 0;
-    this.queueHead = 0;
+    this.wakeBatches();
   }
 
   private checkAbort(): void {
@@ -289,24 +302,14 @@ class TreeBackup {
     void tracked.finally(() => {
       this.saves.delete(tracked);
       this.inflight -= len;
-      if (this.inflight < this.maxInflight) {
-        this.wakeRoom();
-        this.pump();
-      }
+      if (this.inflight < this.maxInflight) this.wakeRoom();
     });
   }
 
-  /** Hash a data chunk and save it unless the repository has it; returns its ID. */
-  private saveData(chunk: Uint8Array, copy: boolean): BlobId {
-    const id = this.repo.hash(chunk);
-    if (!this.repo.has(id)) {
-      let data: Buffer;
-      if (copy) {
-        data = Buffer.allocUnsafeSlow(chunk.length);
-        data.set(chunk);
-      } else data = chunk as Buffer;
-      this.save('data', data, id);
-    }
+  /** Hash a data chunk and save it unless the repository has it; returns its ID. `data` is never modified afterwards. */
+  private saveData(data: Buffer): BlobId {
+    const id = this.repo.hash(data);
+    if (!this.repo.has(id)) this.save('data', data, id);
     return id;
   }
 
@@ -409,11 +412,11 @@ class TreeBackup {
       if (type === 'file') {
         const pending = this.fileEntry(work, p, pn, st);
         if (pending !== undefined) {
-          if (this.readConcurrency === 0) await pending;
-          else waits.push(pending);
+          if (this.readers === 0) await pending;
+          else if (waits[waits.length - 1] !== pending) waits.push(pending);
         }
         if (this.inflight >= this.maxInflight) await this.waitRoom();
-        if (this.queue.length - this.queueHead > 2048) await this.waitQueue();
+        if (this.batchesInFlight >= this.maxBatches) await this.waitBatches();
       } else if (type === 'dir') {
         this.stats.dirs++;
         work.parent = pn;
@@ -431,6 +434,8 @@ class TreeBackup {
         }
       }
     }
+    // Keep the reader threads fed when the walk is slower than they are (cold metadata).
+    if (this.batch !== undefined && this.batchesInFlight < this.readers) this.flushBatch();
     // Subdirectories: prefetch the parent's subtrees, then walk in order.
     const children: Promise<BlobId>[] = [];
     if (subdirs.length > 0) {
@@ -494,8 +499,8 @@ class TreeBackup {
 
   /**
    * One regular file: parent skip, hardlink reuse, or read. Returns undefined
-   * when the node is complete, else a promise (a large file in synchronous
-   * mode, or any read in asynchronous mode).
+   * when the node is complete, else a promise the directory's tree waits for
+   * (in synchronous mode, the walk awaits it right away).
    */
   private fileEntry(work: Work, abs: string, pn: TreeNode | undefined, st: BigIntStats): Promise<void> | undefined {
     const node = work.node;
@@ -520,7 +525,7 @@ class TreeBackup {
           else {
             node.content = first.work.node.content;
             if (first.work.node.holes) node.holes = first.work.node.holes;
-            if (first.work.node.size !== undefined) node.size = first.work.node.size;
+            node.size = first.work.node.size;
           }
           this.progressFiles++;
         };
@@ -528,25 +533,145 @@ class TreeBackup {
         return first.ready.then(copy);
       }
     }
-    const job: ReadJob = { work, abs, size };
     let done: Promise<void> | undefined;
     if (size === 0) {
       node.content = [];
       this.stats.filesRead++;
       this.progressFiles++;
-    } else if (this.readConcurrency === 0) {
-      done = this.readSync(job);
+    } else if (size >= this.chunkOpts.minSize) {
+      done = this.largeFile(work, abs);
+    } else if (this.readers === 0) {
+      this.readSmallSync(work, abs);
     } else {
-      done = new Promise<void>((resolve, reject) => {
-        job.resolve = resolve;
-        job.reject = reject;
-        this.queue.push(job);
-        this.pump();
-      });
+      done = this.queueSmall(work, abs, size);
     }
     if (done !== undefined) done.catch(noop);
     if (key !== undefined) this.links.set(key, { work, ready: done?.catch(noop) });
     return done;
+  }
+
+  /** Read failure of one file: warn, count, drop it. Fatal errors (abort, repository) propagate. */
+  private fileError(work: Work, err: unknown): void {
+    if (this.failure !== undefined) throw this.failure;
+    this.stats.errors++;
+    const code = typeof err === 'string' ? err : (err as NodeJS.ErrnoException)?.code;
+    this.log.warn(code === 'ENOENT' ? `${work.rel} vanished during the backup` : `cannot read ${work.rel}: ${code ?? errText(err)}`);
+    work.drop = true;
+    work.node.content = [];
+  }
+
+  /** A file below the minimum chunk size: one blob (or one hole when sparse and all zero). */
+  private smallFile(work: Work, data: Buffer): void {
+    const node = work.node;
+    const n = data.length;
+    if (n !== node.size) {
+      this.log.warn(`${work.rel} changed size during the backup (${node.size} → ${n} bytes)`);
+      node.size = n;
+    }
+    if (node.sparse && isZero(data)) {
+      node.content = [];
+      if (n > 0) node.holes = [[0, n]];
+    } else node.content = n === 0 ? [] : [this.saveData(data)];
+    this.stats.filesRead++;
+    this.stats.bytesRead += n;
+    this.progressBytes += n;
+    this.progressFiles++;
+  }
+
+  // -- reader threads: small files in batches
+
+  private getPool(): ReaderPool {
+    this.pool ??= new ReaderPool(this.readers, this.openFlags);
+    return this.pool;
+  }
+
+  private queueSmall(work: Work, abs: string, size: number): Promise<void> {
+    let b = this.batch;
+    if (b === undefined) {
+      let resolve!: () => void;
+      let reject!: (e: unknown) => void;
+      const done = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      done.catch(noop);
+      b = this.batch = { works: [], paths: [], sizes: [], bytes: 0, done, resolve, reject };
+    }
+    b.works.push(work);
+    b.paths.push(abs);
+    b.sizes.push(size);
+    b.bytes += size;
+    if (b.works.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) this.flushBatch();
+    return b.done;
+  }
+
+  /** Send the current batch of small files to a reader thread. */
+  private flushBatch(): void {
+    const b = this.batch;
+    if (b === undefined) return;
+    this.batch = undefined;
+    this.batchesInFlight++;
+    this.getPool()
+      .readBatch(b.paths, b.sizes)
+      .then(
+        (res) => {
+          this.batchesInFlight--;
+          this.wakeBatches();
+          if (this.failure !== undefined) throw this.failure;
+          for (let i = 0; i < b.works.length; i++) {
+            const len = res.lens[i]!;
+            if (len < 0) this.fileError(b.works[i]!, res.errors[i]);
+            else this.smallFile(b.works[i]!, res.buf.subarray(res.offsets[i]!, res.offsets[i]! + len));
+          }
+          b.resolve();
+        },
+        (err) => {
+          this.batchesInFlight--;
+          this.fail(err);
+          this.wakeBatches();
+          throw err;
+        },
+      )
+      .catch((err) => b.reject(this.failure ?? err));
+  }
+
+  private wakeBatches(): void {
+    const w = this.batchWaiters;
+    this.batchWaiters = [];
+    for (const f of w) f();
+  }
+
+  private async waitBatches(): Promise<void> {
+    while (this.batchesInFlight >= this.maxBatches && this.failure === undefined) {
+      await new Promise<void>((r) => this.batchWaiters.push(r));
+    }
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  // -- synchronous reads on the main thread (readers: 0)
+
+  private readSmallSync(work: Work, abs: string): void {
+    let fd: number;
+    try {
+      fd = fs.openSync(abs, this.openFlags);
+    } catch (err) {
+      return this.fileError(work, err);
+    }
+    try {
+      const size = work.node.size!;
+      const buf = this.slabAlloc(size);
+      let off = 0;
+      while (off < size) {
+        const n = fs.readSync(fd, buf, off, size - off, off);
+        if (n === 0) break;
+        off += n;
+      }
+      this.smallFile(work, buf.subarray(0, off));
+    } catch (err) {
+      this.fileError(work, err);
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   /** A slice of the current slab for a small file (one allocation per 4 MiB, not per file). */
@@ -560,219 +685,118 @@ class TreeBackup {
     return b;
   }
 
-  /** Read failure of one file: warn, count, drop it. Fatal errors (abort, repository) propagate. */
-  private fileError(job: ReadJob, err: unknown): void {
-    if (this.failure !== undefined) throw this.failure;
-    this.stats.errors++;
-    const code = (err as NodeJS.ErrnoException)?.code;
-    this.log.warn(code === 'ENOENT' ? `${job.work.rel} vanished during the backup` : `cannot read ${job.work.rel}: ${errText(err)}`);
-    job.work.drop = true;
-    job.work.node.content = [];
-  }
+  // -- large files: blocks through the chunker
 
   /**
-   * Synchronous mode: a small file is read, hashed and queued right here
-   * (returns undefined); a large one returns a promise the walk awaits (its
-   * reads are synchronous too, with backpressure between them).
+   * Stream a file of at least the minimum chunk size through FastCDC: blocks
+   * of READ_SIZE (from the reader threads, a few ahead; or read synchronously),
+   * chunks cut across block boundaries, zero chunks of sparse files as holes.
    */
-  private readSync(job: ReadJob): Promise<void> | undefined {
-    let fd: number;
+  private async largeFile(work: Work, abs: string): Promise<void> {
+    const wait = this.largeSem.acquire();
+    if (wait) await wait;
+    let fd = -1;
     try {
-      fd = fs.openSync(job.abs, this.openFlags);
-    } catch (err) {
-      this.fileError(job, err);
-      return undefined;
-    }
-    if (job.size >= this.chunkOpts.minSize) {
-      return this.largeFile(job, fd, readSyncAsPromise).then(
-        () => fs.closeSync(fd),
-        (err) => {
-          fs.closeSync(fd);
-          this.fileError(job, err);
-        },
-      );
-    }
-    try {
-      const buf = this.slabAlloc(job.size);
-      let off = 0;
-      while (off < job.size) {
-        const n = fs.readSync(fd, buf, off, job.size - off, off);
-        if (n === 0) break;
-        off += n;
-      }
-      this.smallFile(job, buf, off);
-    } catch (err) {
-      this.fileError(job, err);
-    } finally {
-      fs.closeSync(fd);
-    }
-    return undefined;
-  }
-
-  private async waitQueue(): Promise<void> {
-    while (this.queue.length - this.queueHead > 2048 && this.failure === undefined) {
-      await new Promise<void>((r) => this.queueWaiters.push(r));
-    }
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  private wakeQueue(): void {
-    const w = this.queueWaiters;
-    this.queueWaiters = [];
-    for (const f of w) f();
-  }
-
-  /** Asynchronous mode: start queued reads up to the concurrency and the bytes-in-flight cap. */
-  private pump(): void {
-    while (this.activeReaders < this.readConcurrency && this.queueHead < this.queue.length && this.inflight < this.maxInflight && this.failure === undefined) {
-      const job = this.queue[this.queueHead++]!;
-      if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-        this.queue.splice(0, this.queueHead);
-        this.queueHead = 0;
-      }
-      this.activeReaders++;
-      this.readAsync(job).then(
-        () => {
-          this.activeReaders--;
-          job.resolve!();
-          this.pump();
-          if (this.queue.length - this.queueHead < 512) this.wakeQueue();
-        },
-        (err) => {
-          this.activeReaders--;
-          this.fail(err);
-          job.reject!(err);
-        },
-      );
-    }
-  }
-
-  /** Read, chunk, hash and save one file with async reads on the libuv pool. */
-  private async readAsync(job: ReadJob): Promise<void> {
-    this.checkAbort();
-    await this.waitRoom();
-    let fd: number;
-    try {
-      fd = await fsOpen(job.abs, this.openFlags);
-    } catch (err) {
-      return this.fileError(job, err);
-    }
-    try {
-      if (job.size < this.chunkOpts.minSize) {
-        const buf = this.slabAlloc(job.size);
-        let off = 0;
-        while (off < job.size) {
-          const n = await fsRead(fd, buf, off, job.size - off, off);
-          if (n === 0) break;
-          off += n;
-        }
-        this.smallFile(job, buf, off);
+      this.checkAbort();
+      const node = work.node;
+      const size = node.size!;
+      let readBlock: (off: number, len: number, first: boolean) => Promise<BlockResult> | BlockResult;
+      let window = 1;
+      if (this.readers > 0) {
+        const pool = this.getPool();
+        readBlock = (off, len, first) => pool.readBlock(abs, off, len, first);
+        window = LARGE_WINDOW;
       } else {
-        await this.largeFile(job, fd, fsRead);
+        try {
+          fd = fs.openSync(abs, this.openFlags);
+          if (!fs.fstatSync(fd).isFile()) return this.fileError(work, 'ECHANGED');
+        } catch (err) {
+          return this.fileError(work, err);
+        }
+        const f = fd;
+        readBlock = (off, len) => {
+          const buf = Buffer.allocUnsafeSlow(len);
+          let n = 0;
+          try {
+            while (n < len) {
+              const r = fs.readSync(f, buf, n, len - n, off + n);
+              if (r === 0) break;
+              n += r;
+            }
+          } catch (err) {
+            return { buf, error: (err as NodeJS.ErrnoException).code ?? errText(err) };
+          }
+          return { buf: buf.subarray(0, n), error: null };
+        };
       }
-    } catch (err) {
-      this.fileError(job, err);
-    } finally {
-      fs.close(fd, noop);
-    }
-  }
-
-  private smallFile(job: ReadJob, buf: Buffer, n: number): void {
-    const node = job.work.node;
-    if (n !== job.size) {
-      this.log.warn(`${job.work.rel} changed size during the backup (${job.size} → ${n} bytes)`);
-      node.size = n;
-    }
-    const data = n === buf.length ? buf : buf.subarray(0, n);
-    if (node.sparse && isZero(data)) {
-      node.content = [];
-      if (n > 0) node.holes = [[0, n]];
-    } else node.content = n === 0 ? [] : [this.saveData(data, false)];
-    this.stats.filesRead++;
-    this.stats.bytesRead += n;
-    this.progressBytes += n;
-    this.progressFiles++;
-  }
-
-  /** Stream a file through the chunker in READ_SIZE reads. */
-  private async largeFile(job: ReadJob, fd: number, read: (fd: number, buf: Buffer, off: number, len: number, pos: number) => Promise<number> | number): Promise<void> {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw Object.assign(new Error('no longer a regular file'), { code: 'ECHANGED' });
-    const node = job.work.node;
-    const chunker = new Chunker(this.chunkOpts);
-    const content: BlobId[] = [];
-    const holes: Hole[] = [];
-    const sparse = node.sparse === true;
-    const buf = this.getScratch();
-    try {
-      let filled = 0;
-      let chunkStart = 0;
-      let scanPos = 0;
-      let filePos = 0;
-      const emit = (end: number) => {
-        const chunk = buf.subarray(chunkStart, end);
-        const at = filePos - (filled - chunkStart);
-        if (sparse && isZero(chunk)) holes.push([at, chunk.length]);
-        else content.push(this.saveData(chunk, true));
-        this.progressBytes += chunk.length;
-        chunkStart = end;
+      const chunker = new Chunker(this.chunkOpts);
+      const sparse = node.sparse === true;
+      const content: BlobId[] = [];
+      const holes: Hole[] = [];
+      let parts: Buffer[] = [];
+      let partsLen = 0;
+      let chunkAt = 0;
+      const emit = () => {
+        const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts, partsLen);
+        if (sparse && isZero(data)) holes.push([chunkAt, partsLen]);
+        else content.push(this.saveData(data));
+        chunkAt += partsLen;
+        parts = [];
+        partsLen = 0;
       };
-      for (;;) {
+      const reqs: (Promise<BlockResult> | BlockResult)[] = [];
+      let next = 0;
+      const request = () => {
+        const r = readBlock(next, READ_SIZE, next === 0);
+        if (r instanceof Promise) r.catch(noop);
+        reqs.push(r);
+        next += READ_SIZE;
+      };
+      while (reqs.length < window && next < size) request();
+      let total = 0;
+      while (reqs.length > 0) {
         this.checkAbort();
+        const res = await reqs.shift()!;
+        if (res.error) {
+          for (const r of reqs) if (r instanceof Promise) r.catch(noop);
+          return this.fileError(work, res.error);
+        }
         if (this.inflight >= this.maxInflight) await this.waitRoom();
-        const n = await read(fd, buf, filled, buf.length - filled, filePos);
-        filePos += n;
-        filled += n;
-        this.stats.bytesRead += n;
-        for (;;) {
-          const cut = chunker.scan(buf, scanPos, filled);
+        const b = res.buf;
+        total += b.length;
+        this.stats.bytesRead += b.length;
+        this.progressBytes += b.length;
+        let s = 0;
+        while (s < b.length) {
+          const cut = chunker.scan(b, s, b.length);
           if (cut < 0) {
-            scanPos = filled;
+            parts.push(b.subarray(s));
+            partsLen += b.length - s;
             break;
           }
-          emit(cut);
-          scanPos = cut;
+          parts.push(b.subarray(s, cut));
+          partsLen += cut - s;
+          emit();
+          s = cut;
         }
-        if (n === 0) {
-          if (chunkStart < filled) emit(filled);
-          break;
-        }
-        if (chunkStart > 0) {
-          buf.copy(buf, 0, chunkStart, filled);
-          filled -= chunkStart;
-          scanPos -= chunkStart;
-          chunkStart = 0;
-        }
+        if (b.length < READ_SIZE) break; // end of file (or it shrank)
+        if (next < size) request();
         await this.maybeYield();
       }
-      if (filePos !== job.size) {
-        this.log.warn(`${job.work.rel} changed size during the backup (${job.size} → ${filePos} bytes)`);
-        node.size = filePos;
+      if (partsLen > 0) emit();
+      if (total !== size) {
+        this.log.warn(`${work.rel} changed size during the backup (${size} → ${total} bytes)`);
+        node.size = total;
       }
       node.content = content;
       if (holes.length > 0) node.holes = holes;
       this.stats.filesRead++;
       this.progressFiles++;
     } finally {
-      this.scratch.push(buf);
+      if (fd >= 0) fs.closeSync(fd);
+      this.largeSem.release();
     }
   }
-
-  private getScratch(): Buffer {
-    return this.scratch.pop() ?? Buffer.allocUnsafeSlow(this.chunkOpts.maxSize + READ_SIZE);
-  }
-}
-
-function readSyncAsPromise(fd: number, buf: Buffer, off: number, len: number, pos: number): number {
-  return fs.readSync(fd, buf, off, len, pos);
-}
-
-function fsOpen(path: string, flags: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.open(path, flags, (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-function fsRead(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
 /**

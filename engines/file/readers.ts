@@ -1,0 +1,180 @@
+/**
+ * Reader threads: file reads off the main thread, so a cold device gets
+ * several requests in flight while the main thread walks, chunks and hashes.
+ *
+ * Each worker does plain synchronous open/pread/close (a few microseconds of
+ * CPU per file, unlike the libuv pool's per-request thread hand-offs) and
+ * answers a whole batch of small files with ONE transferred buffer, so 100k
+ * small files cost a few thousand messages. Large files are read in blocks
+ * (one request per block, a few blocks ahead of the chunker).
+ *
+ * Measured on this project's 2-core VM, 100k small files with a cold page
+ * cache: 34 s with synchronous reads on the main thread, 15 s with the libuv
+ * pool (8 concurrent requests), 5–7 s with 4–8 reader threads.
+ */
+import { Worker } from 'node:worker_threads';
+
+/** Result of one small-file batch: all contents back to back; per file the bytes read, or an error code. */
+export interface BatchResult {
+  buf: Buffer;
+  /** Offset of each file's bytes in `buf` (its slot is `sizes[i]` long). */
+  offsets: number[];
+  /** Bytes read per file, or -1 when it failed (see `errors`). */
+  lens: number[];
+  errors: (string | null)[];
+}
+
+/** Result of one block read. */
+export interface BlockResult {
+  buf: Buffer;
+  /** An error code (ENOENT, EIO, ECHANGED: not a regular file any more) or null. */
+  error: string | null;
+}
+
+const workerSource = `
+const { parentPort, workerData } = require('node:worker_threads');
+const fs = require('node:fs');
+const flags = workerData.flags;
+function readInto(fd, u8, off, len, pos) {
+  let n = 0;
+  while (n < len) {
+    const r = fs.readSync(fd, u8, off + n, len - n, pos + n);
+    if (r === 0) break;
+    n += r;
+  }
+  return n;
+}
+parentPort.on('message', (m) => {
+  if (m.kind === 'batch') {
+    let total = 0;
+    for (const s of m.sizes) total += s;
+    const buf = new ArrayBuffer(total);
+    const u8 = new Uint8Array(buf);
+    const lens = new Array(m.paths.length);
+    const errors = new Array(m.paths.length).fill(null);
+    let off = 0;
+    for (let i = 0; i < m.paths.length; i++) {
+      const size = m.sizes[i];
+      let fd = -1;
+      try {
+        fd = fs.openSync(m.paths[i], flags);
+        lens[i] = readInto(fd, u8, off, size, 0);
+      } catch (e) {
+        lens[i] = -1;
+        errors[i] = e && e.code ? e.code : String(e && e.message || e);
+      } finally {
+        if (fd >= 0) try { fs.closeSync(fd); } catch {}
+      }
+      off += size;
+    }
+    parentPort.postMessage({ id: m.id, buf, lens, errors }, [buf]);
+  } else {
+    let fd = -1;
+    try {
+      fd = fs.openSync(m.path, flags);
+      if (m.check && !fs.fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ECHANGED' });
+      const buf = new ArrayBuffer(m.length);
+      const n = readInto(fd, new Uint8Array(buf), 0, m.length, m.offset);
+      parentPort.postMessage({ id: m.id, buf, n, error: null }, [buf]);
+    } catch (e) {
+      parentPort.postMessage({ id: m.id, buf: null, n: 0, error: e && e.code ? e.code : String(e && e.message || e) });
+    } finally {
+      if (fd >= 0) try { fs.closeSync(fd); } catch {}
+    }
+  }
+});
+`;
+
+interface Pending {
+  resolve: (m: WorkerReply) => void;
+  reject: (e: unknown) => void;
+  worker: number;
+}
+
+interface WorkerReply {
+  id: number;
+  buf: ArrayBuffer | null;
+  lens?: number[];
+  errors?: (string | null)[];
+  n?: number;
+  error?: string | null;
+}
+
+/** A pool of reader threads. */
+export class ReaderPool {
+  private readonly workers: Worker[] = [];
+  private readonly busy: number[] = [];
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private failure: unknown;
+
+  /** `flags`: open(2) flags for every file (O_RDONLY|O_NOFOLLOW|...). */
+  constructor(threads: number, flags: number) {
+    for (let i = 0; i < threads; i++) {
+      const w = new Worker(workerSource, { eval: true, workerData: { flags } });
+      w.unref();
+      w.on('message', (m: WorkerReply) => this.onReply(i, m));
+      w.on('error', (err) => this.failAll(err));
+      this.workers.push(w);
+      this.busy.push(0);
+    }
+  }
+
+  /** Requests not yet answered. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  private send(msg: Record<string, unknown>): Promise<WorkerReply> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    let w = 0;
+    for (let i = 1; i < this.workers.length; i++) if (this.busy[i]! < this.busy[w]!) w = i;
+    const id = this.nextId++;
+    return new Promise<WorkerReply>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, worker: w });
+      this.busy[w]!++;
+      if (this.busy[w] === 1) this.workers[w]!.ref();
+      this.workers[w]!.postMessage({ ...msg, id });
+    });
+  }
+
+  private onReply(worker: number, m: WorkerReply): void {
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    this.pending.delete(m.id);
+    this.busy[worker]!--;
+    if (this.busy[worker] === 0) this.workers[worker]!.unref();
+    p.resolve(m);
+  }
+
+  private failAll(err: unknown): void {
+    this.failure ??= err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  /** Read whole small files (at most `sizes[i]` bytes each) in one request. */
+  async readBatch(paths: string[], sizes: number[]): Promise<BatchResult> {
+    const m = await this.send({ kind: 'batch', paths, sizes });
+    const offsets = new Array<number>(sizes.length);
+    let off = 0;
+    for (let i = 0; i < sizes.length; i++) {
+      offsets[i] = off;
+      off += sizes[i]!;
+    }
+    return { buf: Buffer.from(m.buf!), offsets, lens: m.lens!, errors: m.errors! };
+  }
+
+  /** Read up to `length` bytes at `offset` (fewer at the end of the file). `check`: verify it is still a regular file. */
+  async readBlock(path: string, offset: number, length: number, check: boolean): Promise<BlockResult> {
+    const m = await this.send({ kind: 'block', path, offset, length, check });
+    if (m.error) return { buf: Buffer.alloc(0), error: m.error };
+    return { buf: Buffer.from(m.buf!, 0, m.n!), error: null };
+  }
+
+  /** Stop the threads; requests in flight are rejected. */
+  async close(): Promise<void> {
+    this.failAll(new Error('reader pool closed'));
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
