@@ -12,6 +12,7 @@ import { registerInit } from './cmd-init.js';
 import { registerCleanup } from './cmd-cleanup.js';
 import { registerList } from './cmd-list.js';
 import { registerQuickstart } from './cmd-quickstart.js';
+import { registerPrune } from './cmd-prune.js';
 import { registerRepair } from './cmd-repair.js';
 import { registerRestore } from './cmd-restore.js';
 import { registerVolume } from './cmd-volume.js';
@@ -47,7 +48,7 @@ export function buildProgram(signal: AbortSignal): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   program.configureOutput({ outputError: (str, write) => write(str) });
-  for (const register of [registerInit, registerBackup, registerList, registerRestore, registerCheck, registerRepair, registerCatalog, registerVolume, registerCleanup, registerQuickstart]) register(program, signal);
+  for (const register of [registerInit, registerBackup, registerList, registerRestore, registerCheck, registerPrune, registerRepair, registerCatalog, registerVolume, registerCleanup, registerQuickstart]) register(program, signal);
   program.commands.forEach((c) => c.exitOverride());
   return program;
 }
