@@ -33,6 +33,22 @@ export interface Measured {
 }
 
 const GNU_TIME = '/usr/bin/time';
+
+/** Process groups of the commands running now (for an interrupt to stop them). */
+const running = new Set<number>();
+export const interrupt = { requested: false };
+
+/** Stop the running commands (their whole process groups) and remember that we were interrupted. */
+export function stopAll(signal: NodeJS.Signals = 'SIGTERM'): void {
+  interrupt.requested = true;
+  for (const pid of running) {
+    try {
+      process.kill(-pid, signal);
+    } catch {
+      /* gone */
+    }
+  }
+}
 export const haveGnuTime = () => existsSync(GNU_TIME);
 
 export function isRoot(): boolean {
@@ -105,19 +121,12 @@ export async function measure(c: Cmd, o: { logFile: string; timeoutSec: number; 
       /* gone */
     }
   }, o.timeoutSec * 1000);
-  const onSigint = () => {
-    try {
-      process.kill(-child.pid!, 'SIGTERM');
-    } catch {
-      /* gone */
-    }
-  };
-  process.once('SIGINT', onSigint);
+  running.add(child.pid!);
   const [exitCode, signal] = await new Promise<[number | null, string | null]>((res) => child.on('close', (code, sig) => res([code, sig])));
   const seconds = (performance.now() - t0) / 1000;
   clearTimeout(timer);
   if (poll) clearInterval(poll);
-  process.off('SIGINT', onSigint);
+  running.delete(child.pid!);
   const syncSeconds = timeSync();
   let maxRssMiB: number | null = hwm ? hwm / 1024 : null;
   if (useTime) {

@@ -51,6 +51,10 @@ export interface Summary {
   bars: Bar[];
 }
 
+function fmtNs(ns: number): string {
+  return ns < 1e3 ? `${ns} ns` : ns < 1e6 ? `${(ns / 1e3).toFixed(0)} µs` : ns < 1e9 ? `${(ns / 1e6).toFixed(0)} ms` : `${(ns / 1e9).toFixed(0)} s`;
+}
+
 export function median(xs: number[]): number | undefined {
   if (!xs.length) return undefined;
   const s = [...xs].sort((a, b) => a - b);
@@ -82,7 +86,7 @@ export function summarize(runs: RunResult[], tools: ToolName[]): Summary {
       s.restoreWrong = vs.some((v) => !v.ok);
       s.restoreVerified = vs.every((v) => v.ok);
       const w = vs[vs.length - 1]!;
-      s.metadataWarnings = [w.modeMismatch && `${w.modeMismatch} modes`, w.ownerMismatch && `${w.ownerMismatch} owners`, w.mtimeMismatch && `${w.mtimeMismatch} mtimes`].filter(Boolean).join(', ') || undefined;
+      s.metadataWarnings = [w.modeMismatch && `${w.modeMismatch} modes`, w.ownerMismatch && `${w.ownerMismatch} owners`, w.mtimeMismatch && `${w.mtimeMismatch} mtimes (off by ≤ ${fmtNs(w.mtimeMaxDeltaNs)})`].filter(Boolean).join(', ') || undefined;
       s.sparseRestored = w.sparseCandidates ? w.sparseKept === w.sparseCandidates : undefined;
     }
     out.tools[t] = s;

@@ -15,12 +15,12 @@
  * scripts/bench/README.md for the design and how to read the table.
  */
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_SEED, ensureDataset, mutate, revert, type MutationStats, type Scale } from './dataset.js';
-import { dropCaches, duBytes, haveGnuTime, isRoot, measure, type Measured } from './measure.js';
+import { dropCaches, duBytes, haveGnuTime, interrupt, isRoot, measure as measureCmd, stopAll, type Cmd, type Measured } from './measure.js';
 import { renderReport, summarize, type RunResult, type ToolRun } from './report.js';
 import { ALL_TOOLS, borgTool, permafrostTool, resticTool, toolAvailable, type BackupPhase, type PermafrostEntry, type Tool, type ToolName } from './tools.js';
 import { verifyTree, type VerifyMode } from './verify.js';
@@ -39,7 +39,7 @@ const USAGE = `usage: npm run bench -- [options]
   --seed S                dataset seed (default ${DEFAULT_SEED})
   --verify MODE           restore check: full (every byte, default), sample (large files sampled), none
   --pf-build MODE         how Permafrost runs: bench (default: tsc -p tsconfig.build.json into
-                          scripts/bench/.build, then node runs that), dist (build into dist/ and run
+                          scripts/bench/.build/<pid>, then node runs that), dist (build into dist/ and run
                           bin/permafrost.js), source (bin/permafrost.js through tsx, no build)
   --borg-compression C    borg --compression (default zstd,3)
   --no-drop-caches        do not drop the page cache before each timed command
@@ -144,8 +144,27 @@ function buildPermafrost(mode: Options['pfBuild'], logDir: string): Build {
     return { entry: { nodeArgs: [bin], env: { PERMAFROST_FROM_SOURCE: '1' }, describe: 'from the TypeScript sources through tsx (--pf-build source)', repoRoot: REPO_ROOT }, seconds: 0, typeErrors: 0 };
   }
   const t0 = performance.now();
-  const outDir = mode === 'bench' ? join(HERE, '.build') : join(REPO_ROOT, 'dist');
-  if (mode === 'bench') rmSync(outDir, { recursive: true, force: true });
+  // bench: one build per bench process (scripts/bench/.build/<pid>), so a second bench
+  // (another work dir) never rebuilds under the feet of a running one.
+  const outDir = mode === 'bench' ? join(HERE, '.build', String(process.pid)) : join(REPO_ROOT, 'dist');
+  if (mode === 'bench') {
+    const parent = join(HERE, '.build');
+    mkdirSync(parent, { recursive: true });
+    for (const name of readdirSync(parent)) {
+      const pid = Number(name);
+      let alive = false;
+      try {
+        if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
+          process.kill(pid, 0);
+          alive = true;
+        }
+      } catch {
+        /* dead */
+      }
+      if (!alive) rmSync(join(parent, name), { recursive: true, force: true });
+    }
+    process.on('exit', () => rmSync(outDir, { recursive: true, force: true }));
+  }
   const tsc = join(REPO_ROOT, 'node_modules/.bin/tsc');
   const args = ['-p', 'tsconfig.build.json', ...(mode === 'bench' ? ['--outDir', outDir] : [])];
   log(`building Permafrost: tsc ${args.join(' ')}`);
@@ -164,12 +183,10 @@ function buildPermafrost(mode: Options['pfBuild'], logDir: string): Build {
   // Same as bin/permafrost.js, bound to this build (dist/ is left alone: a stale
   // dist/ would shadow the sources for everyone else running bin/permafrost.js).
   writeFileSync(shim, "import { runCli } from './src/cli/run.js';\nprocess.exitCode = await runCli(process.argv.slice(2));\n");
-  return { entry: { nodeArgs: [shim], env: {}, describe: 'compiled with tsc -p tsconfig.build.json into scripts/bench/.build', repoRoot: REPO_ROOT }, seconds, typeErrors };
+  return { entry: { nodeArgs: [shim], env: {}, describe: 'compiled with tsc -p tsconfig.build.json into scripts/bench/.build/<pid>', repoRoot: REPO_ROOT }, seconds, typeErrors };
 }
 
 // ---------------------------------------------------------------- one cycle
-
-const PHASES: BackupPhase[] = ['full', 'incremental', 'nochange'];
 
 function failure(m: Measured): string {
   const why = m.timedOut ? 'timed out' : `exit ${m.exitCode ?? m.signal}`;
@@ -178,7 +195,7 @@ function failure(m: Measured): string {
   return `${why}: ${key.slice(0, 400)}`;
 }
 
-async function oneCycle(o: Options, r: number, dataDir: string, scale: Scale, logDir: string, pfEntry: PermafrostEntry | undefined, unavailable: Map<ToolName, string>): Promise<RunResult> {
+async function oneCycle(o: Options, r: number, dataDir: string, logDir: string, pfEntry: PermafrostEntry | undefined, unavailable: Map<ToolName, string>): Promise<RunResult> {
   const runDir = join(o.workDir, 'run');
   rmSync(runDir, { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
@@ -259,7 +276,7 @@ async function oneCycle(o: Options, r: number, dataDir: string, scale: Scale, lo
       if (existsSync(target) && o.verify !== 'none') {
         const v = verifyTree(dataDir, target, o.verify);
         res.tools[t.name]!.verify = v;
-        const warn = [v.modeMismatch && `${v.modeMismatch} modes`, v.ownerMismatch && `${v.ownerMismatch} owners`, v.mtimeMismatch && `${v.mtimeMismatch} file mtimes`].filter(Boolean).join(', ');
+        const warn = [v.modeMismatch && `${v.modeMismatch} modes`, v.ownerMismatch && `${v.ownerMismatch} owners`, v.mtimeMismatch && `${v.mtimeMismatch} file mtimes (max diff ${v.mtimeMaxDeltaNs} ns)`].filter(Boolean).join(', ');
         log(
           `  ${t.name}: restore ${v.ok ? 'VERIFIED' : 'WRONG'} — ${v.entries} entries, ${(v.bytesCompared / 2 ** 20).toFixed(0)} MiB compared in ${v.seconds} s` +
             (v.ok ? '' : `; missing ${v.missing}, extra ${v.extra}, type ${v.typeMismatch}, size ${v.sizeMismatch}, content ${v.contentMismatch}`) +
@@ -279,6 +296,16 @@ async function oneCycle(o: Options, r: number, dataDir: string, scale: Scale, lo
   return res;
 }
 
+class Interrupted extends Error {}
+
+/** measure(), then stop the cycle if the user interrupted it. */
+async function measure(c: Cmd, o: Parameters<typeof measureCmd>[1]): Promise<Measured> {
+  if (interrupt.requested) throw new Interrupted('interrupted');
+  const m = await measureCmd(c, o);
+  if (interrupt.requested) throw new Interrupted('interrupted');
+  return m;
+}
+
 /** What goes into the JSON (no captured stdout). */
 function strip(m: Measured): Measured {
   return { ...m, stdout: m.stdout.length > 2000 ? `${m.stdout.slice(0, 2000)}…` : m.stdout };
@@ -293,6 +320,23 @@ async function main(): Promise<number> {
   if (statfsSync(o.workDir).type === TMPFS_MAGIC && !o.allowTmpfs) {
     fail(`${o.workDir} is on tmpfs: the dataset would live in RAM and compete with the tools; use --work-dir on a disk (or --allow-tmpfs)`);
   }
+  // One bench at a time per work dir: they would share the dataset and the repositories.
+  const lock = join(o.workDir, 'bench.lock');
+  try {
+    writeFileSync(lock, String(process.pid), { flag: 'wx' });
+  } catch {
+    const pid = Number(readFileSync(lock, 'utf8'));
+    let alive = false;
+    try {
+      process.kill(pid, 0);
+      alive = pid !== process.pid;
+    } catch {
+      /* stale */
+    }
+    if (alive) fail(`another bench (pid ${pid}) is using ${o.workDir}; wait for it or use --work-dir`);
+    writeFileSync(lock, String(process.pid));
+  }
+  process.on('exit', () => rmSync(lock, { force: true }));
   const startedAt = new Date();
   const stamp = startedAt.toISOString().replace(/[:.]/g, '-');
   const logDir = join(o.workDir, 'logs', stamp);
@@ -326,6 +370,17 @@ async function main(): Promise<number> {
   const ds = ensureDataset(dataDir, o.seed, scale, log);
   log(`dataset ${dataDir}: ${ds.action} in ${ds.seconds.toFixed(1)} s — ${ds.plan.files} files, ${ds.plan.dirs.length} directories, ${(ds.plan.apparentBytes / 1e9).toFixed(2)} GB apparent, ${(ds.plan.dataBytes / 1e9).toFixed(2)} GB data`);
 
+  // From here on an interrupt stops the running command and unwinds (reverting the
+  // dataset); before, the default (exit at once) is right: the marker says what to repair.
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (++signals > 1) process.exit(130);
+    log(`${sig}: stopping the running command; the dataset is reverted before exit (again to exit at once)`);
+    stopAll();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
   // Versions and configurations (the tool objects are rebuilt per cycle).
   const probe = { work: o.workDir, data: dataDir, repo: '/nonexistent', cache: join(o.workDir, 'run-probe') };
   const toolInfo: Record<string, { version: string; config: string; unavailable?: string }> = {};
@@ -338,8 +393,9 @@ async function main(): Promise<number> {
 
   const runs: RunResult[] = [];
   for (let r = 1; r <= o.runs; r++) {
+    if (interrupt.requested) throw new Interrupted('interrupted');
     if (r > 1) ensureDataset(dataDir, o.seed, scale, log);
-    runs.push(await oneCycle(o, r, dataDir, scale, logDir, build?.entry, unavailable));
+    runs.push(await oneCycle(o, r, dataDir, logDir, build?.entry, unavailable));
   }
 
   const summary = summarize(runs, o.tools);
@@ -371,6 +427,11 @@ main().then(
     process.exitCode = code;
   },
   (err) => {
+    if (err instanceof Interrupted) {
+      log('interrupted');
+      process.exitCode = 130;
+      return;
+    }
     log(`bench failed: ${(err as Error).stack ?? err}`);
     process.exitCode = 1;
   },

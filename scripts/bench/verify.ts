@@ -25,6 +25,8 @@ export interface VerifyResult {
   modeMismatch: number;
   ownerMismatch: number;
   mtimeMismatch: number;
+  /** Largest |mtime difference| among files, in nanoseconds (e.g. 999 = truncated to µs). */
+  mtimeMaxDeltaNs: number;
   /** Files larger than 64 MiB restored with fewer allocated bytes than their size (holes kept). */
   sparseKept: number;
   sparseCandidates: number;
@@ -107,7 +109,7 @@ export function verifyTree(source: string, restored: string, mode: VerifyMode): 
   const t0 = performance.now();
   const r: VerifyResult = {
     ok: true, mode, entries: 0, files: 0, bytesCompared: 0, missing: 0, extra: 0, typeMismatch: 0, sizeMismatch: 0, contentMismatch: 0,
-    modeMismatch: 0, ownerMismatch: 0, mtimeMismatch: 0, sparseKept: 0, sparseCandidates: 0, examples: [], seconds: 0,
+    modeMismatch: 0, ownerMismatch: 0, mtimeMismatch: 0, mtimeMaxDeltaNs: 0, sparseKept: 0, sparseCandidates: 0, examples: [], seconds: 0,
   };
   if (mode === 'none') return r;
   const ex = (s: string) => {
@@ -145,6 +147,8 @@ export function verifyTree(source: string, restored: string, mode: VerifyMode): 
     r.files++;
     if (st.mtimeNs !== d.st.mtimeNs) {
       r.mtimeMismatch++;
+      const delta = Number(st.mtimeNs > d.st.mtimeNs ? st.mtimeNs - d.st.mtimeNs : d.st.mtimeNs - st.mtimeNs);
+      r.mtimeMaxDeltaNs = Math.max(r.mtimeMaxDeltaNs, delta);
       if (r.mtimeMismatch <= 3) ex(`mtime (warning): ${rel} ${st.mtimeNs} → ${d.st.mtimeNs}`);
     }
     if (st.size !== d.st.size) {

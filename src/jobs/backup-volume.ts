@@ -53,12 +53,46 @@ function waitMs(o: VolumeBackupOptions, sizeGiB: number): number {
   return ((o.waitTimeout ?? 300) + 10 * Math.max(1, sizeGiB)) * 1000;
 }
 
+/** The job's progress, with its phase messages ("committing", ...) also logged at debug level. */
+function phaseLogged(p: Progress, jobId: string): Progress {
+  return {
+    setTotal: (bytes, items) => p.setTotal(bytes, items),
+    advance: (bytes, items) => p.advance(bytes, items),
+    message: (text) => {
+      log.debug(`backup ${jobId}: ${text}`);
+      p.message(text);
+    },
+    done: () => p.done(),
+  };
+}
+
 /** Back up one volume; always removes what it created. */
 export async function backupVolume(repo: Repository, catalog: Catalog, provider: VolumeProvider, o: VolumeBackupOptions): Promise<Manifest> {
   const jobId = Repository.newBackupId();
   const cleanup = new CleanupStack(catalog);
   const meta = tempMetadata(o.host, jobId);
   let firstError: unknown;
+  let started = false;
+  // The backup's catalog row exists before the first temporary resource, so a run killed at any
+  // point leaves a row that `permafrost cleanup` marks failed (runBackup reuses it).
+  const recordStart = (volumeId: string, snapshotId?: string): void => {
+    catalog.startBackup({
+      id: jobId,
+      repoId: repo.config.id,
+      repoUrl: repo.storage.location,
+      name: volumeId,
+      engine: o.engine === 'block' ? 'block' : null,
+      sourceKind: 'volume',
+      source: volumeId,
+      provider: provider.kind,
+      volumeId,
+      snapshotId: snapshotId ?? null,
+      startedAt: new Date().toISOString(),
+      host: o.host,
+      pid: process.pid,
+    });
+    started = true;
+  };
   try {
     const vol = await provider.getVolume(o.volume);
     throwIfAborted(o.signal);
@@ -71,15 +105,18 @@ export async function backupVolume(repo: Repository, catalog: Catalog, provider:
       if (snap.volumeId !== vol.id) throw new UsageError(`snapshot ${snap.id} belongs to volume ${snap.volumeId}, not ${vol.id}`);
       if (snap.status !== 'available') throw new CloudError(`snapshot ${snap.id} is ${snap.status}, not available`);
       mode = 'snapshot';
+      recordStart(vol.id, snap.id);
     } else {
       const inUse = vol.status === 'in-use';
       if (o.cold && inUse) throw new UsageError(`volume ${vol.name || vol.id} is in use: a cold backup needs it detached (available); drop --cold for a crash-consistent hot backup`);
       if (vol.status !== 'available' && vol.status !== 'in-use') throw new CloudError(`volume ${vol.name || vol.id} is ${vol.status}; it must be available or in-use to be backed up`);
       mode = inUse ? 'hot' : 'cold';
+      recordStart(vol.id);
       const name = `${TEMP_PREFIX}${jobId}-snap`;
       const row = catalog.planResource(jobId, 'snapshot', { provider: provider.kind, name, host: o.host, data: { volumeId: vol.id } });
       const created = await provider.createSnapshot(vol.id, name, { force: inUse, metadata: meta, description: `Permafrost backup ${jobId}` });
       catalog.resourceCreated(row, created.id);
+      log.debug(`backup ${jobId}: creating snapshot ${created.id} of volume ${vol.id} (${mode})`);
       cleanup.push(`delete snapshot ${created.id}`, () => provider.deleteSnapshot(created.id), row);
       snap = await provider.waitSnapshot(created.id, ['available'], waitMs(o, vol.size));
     }
@@ -90,11 +127,13 @@ export async function backupVolume(repo: Repository, catalog: Catalog, provider:
     const vrow = catalog.planResource(jobId, 'volume', { provider: provider.kind, name: tmpName, host: o.host, data: { snapshotId: snap.id } });
     const tmp = await provider.createVolume({ name: tmpName, size: vol.size, snapshotId: snap.id, metadata: meta, description: `Permafrost backup ${jobId} of ${vol.id}`, volumeType: vol.volumeType, availabilityZone: vol.availabilityZone });
     catalog.resourceCreated(vrow, tmp.id);
+    log.debug(`backup ${jobId}: creating temporary volume ${tmp.id} from snapshot ${snap.id}`);
     cleanup.push(`delete temporary volume ${tmp.id}`, async () => {
       await provider.deleteVolume(tmp.id);
     }, vrow);
     await provider.waitVolume(tmp.id, ['available'], waitMs(o, vol.size));
     throwIfAborted(o.signal);
+    log.debug(`backup ${jobId}: attaching temporary volume ${tmp.id} read-only`);
 
     // Attach to this node, read-only.
     const dev = await attachForJob(provider, catalog, cleanup, tmp.id, {
@@ -146,10 +185,12 @@ export async function backupVolume(repo: Repository, catalog: Catalog, provider:
         run: (ctx, parentRoot) =>
           engine === 'file' ? backupTree(mountpoint!, { parentRoot }, ctx) : backupDevice(dev.path, { parentRoot }, ctx),
       },
-      { host: o.host, signal: o.signal, progress: o.progress, log, backupId: jobId, full: o.full },
+      { host: o.host, signal: o.signal, progress: phaseLogged(o.progress, jobId), log, backupId: jobId, full: o.full },
     );
   } catch (err) {
     firstError = err;
+    // Failed before runBackup took over the row (it marks its own failures): record why.
+    if (started) catalog.failBackup(jobId, o.signal.aborted ? 'interrupted' : err instanceof Error ? err.message : String(err));
     throw err;
   } finally {
     const failed = await cleanup.unwind();

@@ -6,7 +6,7 @@
  * resources tagged with this host that the catalog does not know (the agent's
  * disk was lost), and stray mounts under the state directory are unmounted.
  */
-import { rmSync } from 'node:fs';
+import { rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Catalog, ResourceRow } from '../catalog/catalog.js';
 import type { AttachedDevice } from '../connectors/connector.js';
@@ -42,11 +42,13 @@ export async function cleanupLeftovers(catalog: Catalog, provider: VolumeProvide
   const rows = open.filter((r) => !alive(r.pid));
   // 1. Mounts under our mount root that no live job owns (unmounted first: a mounted device cannot detach).
   const mntRoot = join(o.stateDir, 'mnt');
+  const unmounted = new Set<string>();
   for (const mnt of await listMounts(mntRoot).catch(() => [])) {
     if (liveMounts.has(mnt.mountPoint)) continue;
     try {
       await umount(mnt.mountPoint);
-      rmSync(mnt.mountPoint, { recursive: false, force: true });
+      removeMountPoint(mnt.mountPoint);
+      unmounted.add(mnt.mountPoint);
       report.removed.push({ kind: 'mount', ref: mnt.mountPoint, job: '-' });
     } catch (err) {
       report.failed.push({ kind: 'mount', ref: mnt.mountPoint, job: '-', error: (err as Error).message });
@@ -58,13 +60,17 @@ export async function cleanupLeftovers(catalog: Catalog, provider: VolumeProvide
   for (const f of orphans.failed) report.failed.push({ kind: 'device', ref: f.dir, job: '-', error: f.error });
   // 3. What the catalog recorded for jobs whose process is gone, newest first.
   const seenRefs = new Set<string>();
+  const detachedDirs = new Set(orphans.detached);
   for (const r of rows) {
     const ref = r.ref ?? r.name ?? '?';
+    // Already undone by steps 1 and 2: not reported twice.
+    const stateDir = ((r.data as { state?: Record<string, string> }).state ?? {}).STATE_DIR;
+    const done = (r.kind === 'mount' && !!r.ref && unmounted.has(r.ref)) || (r.kind === 'device' && !!stateDir && detachedDirs.has(stateDir));
     try {
       await removeOne(r, provider, o.scripts);
       catalog.resourceRemoved(r.id);
       if (r.ref) seenRefs.add(r.ref);
-      if (r.state === 'created' || r.ref) report.removed.push({ kind: r.kind, ref, job: r.jobId });
+      if (!done && (r.state === 'created' || r.ref)) report.removed.push({ kind: r.kind, ref, job: r.jobId });
     } catch (err) {
       report.failed.push({ kind: r.kind, ref, job: r.jobId, error: (err as Error).message });
       log.error(`cleanup: ${r.kind} ${ref} of job ${r.jobId}: ${(err as Error).message}`);
@@ -97,6 +103,15 @@ export async function cleanupLeftovers(catalog: Catalog, provider: VolumeProvide
   return report;
 }
 
+/** Remove an (unmounted, empty) mount point directory; already gone is fine. rmSync cannot: it refuses directories. */
+function removeMountPoint(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
 async function removeOne(r: ResourceRow, provider: VolumeProvider | undefined, scripts: ScriptConnectorOptions): Promise<void> {
   const data = r.data as Record<string, unknown>;
   switch (r.kind) {
@@ -104,7 +119,7 @@ async function removeOne(r: ResourceRow, provider: VolumeProvider | undefined, s
       if (r.ref) {
         const mounted = (await listMounts()).some((m) => m.mountPoint === r.ref);
         if (mounted) await umount(r.ref);
-        rmSync(r.ref, { recursive: false, force: true });
+        removeMountPoint(r.ref);
       }
       return;
     case 'device': {

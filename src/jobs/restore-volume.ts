@@ -77,21 +77,30 @@ export async function restoreToVolume(repo: Repository, catalog: Catalog, provid
   let safetySnapshotId: string | undefined;
   let old: VolumeRecord | undefined;
   let keep = false;
+  let vrow: number | undefined;
+  let result: Omit<VolumeRestoreResult, 'volume'> | undefined;
   try {
     if (o.toVolume === 'new') {
+      // Recorded (by ID only, never by name: the name may be the original's) so that `permafrost
+      // cleanup` deletes a half-restored volume after a crash; the row is closed once it is kept.
+      vrow = catalog.planResource(jobId, 'volume', { provider: provider.kind, host: o.host, data: { restoreOf: m.id } });
       target = await createFromRecord(provider, m, rec, size, o.name ?? rec.name, warnings);
+      catalog.resourceCreated(vrow, target.id);
       created = true;
     } else {
       old = await provider.getVolume(o.toVolume);
       if (old.status === 'in-use' || old.attachments.length > 0) {
         if (!o.recreateVolOnError)
           throw new CloudError(`volume ${old.name || old.id} is in use: detach it first, restore to a new volume (--to-volume new), or use --recreate-vol-on-error to restore into a clone of it`);
+        const srow = catalog.planResource(jobId, 'snapshot', { provider: provider.kind, host: o.host, data: { volumeId: old.id, restoreOf: m.id } });
         const snap = await provider.createSnapshot(old.id, `permafrost-restore-${jobId}-safety`, { force: true, description: `state of ${old.id} before Permafrost restore of ${m.id}` });
+        catalog.resourceCreated(srow, snap.id);
         safetySnapshotId = snap.id;
         cleanup.push(`delete safety snapshot ${snap.id} of a failed restore`, async () => {
           if (!keep) await provider.deleteSnapshot(snap.id);
-        });
+        }, srow);
         await provider.waitSnapshot(snap.id, ['available'], wait(old.size));
+        vrow = catalog.planResource(jobId, 'volume', { provider: provider.kind, host: o.host, data: { restoreOf: m.id, snapshotId: snap.id } });
         target = await provider.createVolume({
           name: o.name ?? `${old.name || rec.name}-restored`,
           size: Math.max(size, old.size),
@@ -101,6 +110,7 @@ export async function restoreToVolume(repo: Repository, catalog: Catalog, provid
           volumeType: old.volumeType,
           availabilityZone: old.availabilityZone,
         });
+        catalog.resourceCreated(vrow, target.id);
         created = true;
         warnings.push(`volume ${old.id} is in use: restored into ${target.id}, a clone of snapshot ${snap.id}`);
       } else {
@@ -113,7 +123,7 @@ export async function restoreToVolume(repo: Repository, catalog: Catalog, provid
     if (created)
       cleanup.push(`delete unfinished restored volume ${tgt.id}`, async () => {
         if (!keep) await provider.deleteVolume(tgt.id);
-      });
+      }, vrow);
     target = await provider.waitVolume(tgt.id, ['available'], wait(size));
     throwIfAborted(o.signal);
 
@@ -154,10 +164,13 @@ export async function restoreToVolume(repo: Repository, catalog: Catalog, provid
         }
       }
     }
-    return { backupId: m.id, volume: await provider.getVolume(target.id), created, safetySnapshotId, removedOldVolumeId, warnings, engine: m.engine, bytes };
+    result = { backupId: m.id, created, safetySnapshotId, removedOldVolumeId, warnings, engine: m.engine, bytes };
   } finally {
-    await cleanup.unwind();
+    const failed = await cleanup.unwind();
+    if (failed.length && result) warnings.push(`${failed.length} cleanup steps failed (${failed.join('; ')}); run "permafrost cleanup"`);
   }
+  // The record as it is now: detached (available), with the metadata and flags just set.
+  return { ...result, volume: await provider.getVolume(target.id) };
 }
 
 /** A new volume from the saved record; type and zone only where they still exist. */

@@ -17,8 +17,8 @@
  * CloudError of status 400.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { open, rename, rm, stat, truncate } from 'node:fs/promises';
+import { existsSync, mkdirSync } from 'node:fs';
+import { open, readdir, rename, rm, stat, truncate } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -130,9 +130,19 @@ function invalidVolume(msg: string): CloudError {
   return new CloudError(`Invalid volume: ${msg}`, 400);
 }
 
-/** Copy an image sparsely, sharing extents (reflink) when the filesystem can. */
+/** setpriv (util-linux), to tie a copy's life to this process's. */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+
+/**
+ * Copy an image sparsely, sharing extents (reflink) when the filesystem can.
+ * The copy dies with this process (parent-death signal): a killed agent never
+ * leaves a cp writing into the pool.
+ */
 export async function copyImage(src: string, dst: string): Promise<void> {
-  const r = await execa('cp', ['--reflink=auto', '--sparse=always', '--', src, dst], { reject: false });
+  const args = ['--reflink=auto', '--sparse=always', '--', src, dst];
+  const r = SETPRIV
+    ? await execa(SETPRIV, ['--pdeathsig', 'KILL', '--', 'cp', ...args], { reject: false })
+    : await execa('cp', args, { reject: false });
   if (r.exitCode !== 0) throw new Error(`cp ${src} ${dst} failed: ${String(r.stderr).trim()}`);
 }
 
@@ -459,6 +469,7 @@ export class LocalVolumeProvider implements VolumeProvider {
     const token = v.worker!.token;
     try {
       await rm(v.path, { force: true });
+      await removePartialCopies(v.path);
       this.tx(() => this.db.prepare('DELETE FROM volumes WHERE id = ?').run(id));
     } catch (err) {
       this.tx(() => {
@@ -628,6 +639,7 @@ export class LocalVolumeProvider implements VolumeProvider {
     const token = s.worker!.token;
     try {
       await rm(s.path, { force: true });
+      await removePartialCopies(s.path);
       this.tx(() => this.db.prepare('DELETE FROM snapshots WHERE id = ?').run(id));
     } catch (err) {
       this.tx(() => {
@@ -739,6 +751,15 @@ export class LocalVolumeProvider implements VolumeProvider {
   async close(): Promise<void> {
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
     if (this.db.open) this.db.close();
+  }
+}
+
+/** Remove `<image>.<token>.tmp` files a copy killed with its process left beside an image. */
+async function removePartialCopies(image: string): Promise<void> {
+  const dir = path.dirname(image);
+  const prefix = `${path.basename(image)}.`;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (name.startsWith(prefix) && name.endsWith('.tmp')) await rm(path.join(dir, name), { force: true });
   }
 }
 
