@@ -20,6 +20,7 @@ import { DeviceError, InterruptedError } from '../errors.js';
 import { log, redact, registerSecret } from '../util/log.js';
 import type { ConnectionInfo } from '../volume/provider.js';
 import type { AttachedDevice, Connector } from './connector.js';
+import { isProcessAlive } from '../util/process.js';
 
 /** How the helper script reaches the storage: decided by the script in `auto`. */
 export type AttachMode = 'auto' | 'kernel' | 'userspace';
@@ -380,14 +381,6 @@ export interface OrphanAttachment {
   state: Record<string, string>;
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Attachments under the state root whose owning process (same host) no longer
@@ -410,7 +403,7 @@ export async function findOrphanAttachments(stateRoot: string = DEFAULT_STATE_DI
     } catch {
       continue;
     }
-    if (owner.host !== os.hostname() || processAlive(owner.pid)) continue;
+    if (owner.host !== os.hostname() || isProcessAlive(owner.pid)) continue;
     let state: Record<string, string> = {};
     try {
       state = parseKeyValues(await readFile(path.join(dir, 'attach.env'), 'utf8'));

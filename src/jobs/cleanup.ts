@@ -14,6 +14,7 @@ import { connectorFor } from '../connectors/index.js';
 import { type ScriptConnectorOptions, detachOrphans } from '../connectors/script.js';
 import { NotFoundError } from '../errors.js';
 import { log } from '../util/log.js';
+import { isProcessAlive } from '../util/process.js';
 import { listMounts, umount } from '../util/mounts.js';
 import type { VolumeProvider } from '../volume/provider.js';
 
@@ -24,14 +25,7 @@ export interface CleanupReport {
 }
 
 function alive(pid: number | null): boolean {
-  if (!pid) return false;
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return pid === process.pid || isProcessAlive(pid);
 }
 
 export async function cleanupLeftovers(catalog: Catalog, provider: VolumeProvider | undefined, o: { host: string; stateDir: string; scripts: ScriptConnectorOptions }): Promise<CleanupReport> {
@@ -84,7 +78,7 @@ export async function cleanupLeftovers(catalog: Catalog, provider: VolumeProvide
       if (seenRefs.has(v.id) || running.has(v.metadata['permafrost:job'] ?? '')) continue;
       try {
         for (const a of v.attachments) if (a.attachmentId) await provider.detach(v.id, a.attachmentId);
-        await provider.deleteVolume(v.id);
+        await provider.deleteVolume(v.id, { wait: true });
         report.removed.push({ kind: 'volume', ref: v.id, job: v.metadata['permafrost:job'] ?? '-' });
       } catch (err) {
         report.failed.push({ kind: 'volume', ref: v.id, job: v.metadata['permafrost:job'] ?? '-', error: (err as Error).message });
@@ -93,7 +87,7 @@ export async function cleanupLeftovers(catalog: Catalog, provider: VolumeProvide
     for (const s of left.snapshots) {
       if (seenRefs.has(s.id) || running.has(s.metadata['permafrost:job'] ?? '')) continue;
       try {
-        await provider.deleteSnapshot(s.id);
+        await provider.deleteSnapshot(s.id, { wait: true });
         report.removed.push({ kind: 'snapshot', ref: s.id, job: s.metadata['permafrost:job'] ?? '-' });
       } catch (err) {
         report.failed.push({ kind: 'snapshot', ref: s.id, job: s.metadata['permafrost:job'] ?? '-', error: (err as Error).message });
@@ -146,12 +140,12 @@ async function removeOne(r: ResourceRow, provider: VolumeProvider | undefined, s
         if (!v) return;
         for (const a of v.attachments) if (a.attachmentId) await provider.detach(v.id, a.attachmentId);
         if (v.status === 'creating' || v.status === 'detaching' || v.status === 'attaching') await provider.waitVolume(v.id, ['available', 'error', 'in-use'], 300_000).catch(() => undefined);
-        await provider.deleteVolume(id);
+        await provider.deleteVolume(id, { wait: true });
       } else {
         const s = await provider.getSnapshot(id).catch((e) => (e instanceof NotFoundError ? undefined : Promise.reject(e)));
         if (!s) return;
         if (s.status === 'creating') await provider.waitSnapshot(id, ['available', 'error'], 300_000).catch(() => undefined);
-        await provider.deleteSnapshot(id);
+        await provider.deleteSnapshot(id, { wait: true });
       }
       return;
     }

@@ -12,6 +12,7 @@ import { hostname } from 'node:os';
 import { LockedError, NotFoundError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
 import { log } from '../util/log.js';
+import { isProcessAlive } from '../util/process.js';
 
 export interface LockInfo {
   host: string;
@@ -25,19 +26,11 @@ export interface LockInfo {
 export const STALE_MS = 30 * 60_000;
 const REFRESH_MS = 5 * 60_000;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** True when nobody holds this lock any more. */
 export function isStale(l: LockInfo, now = Date.now()): boolean {
   if (now - Date.parse(l.refreshedAt) > STALE_MS) return true;
-  return l.host === hostname() && !alive(l.pid);
+  return l.host === hostname() && !isProcessAlive(l.pid);
 }
 
 export class RepoLock {

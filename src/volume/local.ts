@@ -35,6 +35,7 @@ import type {
   VolumeProvider,
   VolumeRecord,
 } from './provider.js';
+import { isProcessAlive } from '../util/process.js';
 
 /** Default pool directory of the local provider. */
 export const DEFAULT_POOL_DIR = '/var/lib/permafrost/volumes';
@@ -117,14 +118,6 @@ function now(): string {
   return new Date().toISOString();
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function invalidVolume(msg: string): CloudError {
   return new CloudError(`Invalid volume: ${msg}`, 400);
@@ -234,7 +227,7 @@ export class LocalVolumeProvider implements VolumeProvider {
     if (!w) return false;
     if (w.host !== this.host) return false;
     if (w.pid === process.pid) return !activeWork.has(w.token);
-    return !pidAlive(w.pid);
+    return !isProcessAlive(w.pid);
   }
 
   /** Move records stuck in creating/deleting by a dead worker to error. */
