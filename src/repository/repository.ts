@@ -40,6 +40,9 @@ import { PackBuilder, type PackEntry, packKey } from './pack.js';
 import type { BlobId, BlobStore, BlobType, SaveResult } from './types.js';
 import { CompressPool } from './workers.js';
 
+/** Finished packs allowed to wait for upload before saveBlob callers are held back. */
+const MAX_QUEUED_PACKS = 4;
+
 export interface RepoConfig {
   version: 1;
   id: string;
@@ -168,8 +171,8 @@ export class Repository implements BlobStore {
 
   // ---- index -----------------------------------------------------------
 
-  /** Load every index file (once). */
-  async loadIndex(): Promise<void> {
+  /** Load every index file (once). With onError, unreadable index files are reported and skipped. */
+  async loadIndex(onError?: (id: string, err: unknown) => void): Promise<void> {
     if (this.#indexLoaded) return;
     const ids: string[] = [];
     for await (const o of this.storage.list('index/')) ids.push(o.key.slice('index/'.length));
@@ -177,9 +180,14 @@ export class Repository implements BlobStore {
     await Promise.all(
       ids.map((id) =>
         limit(async () => {
-          const data = await this.storage.get(`index/${id}`);
-          if (plainHash(data) !== id) throw new IntegrityError(`index ${id}: content does not match its name`);
-          this.index.merge(id, decodeStructured<IndexFile>(this.keys.encKey, data, `index ${id}`));
+          try {
+            const data = await this.storage.get(`index/${id}`);
+            if (plainHash(data) !== id) throw new IntegrityError(`index ${id}: content does not match its name`);
+            this.index.merge(id, decodeStructured<IndexFile>(this.keys.encKey, data, `index ${id}`));
+          } catch (err) {
+            if (!onError) throw err;
+            onError(id, err);
+          }
         }),
       ),
     );
@@ -211,10 +219,12 @@ export class Repository implements BlobStore {
     if (this.index.has(blobId)) return Promise.resolve({ id: blobId, isNew: false, storedSize: 0 });
     if (this.#pending.has(blobId)) return Promise.resolve({ id: blobId, isNew: false, storedSize: 0 });
     this.#pool ??= new CompressPool(this.opts.compressionLevel ?? this.config.compression.level, this.keys.encKey, this.opts.threads);
-    const p = this.#pool.pack(data).then(({ stored, flags }) => {
+    const p = this.#pool.pack(data).then(async ({ stored, flags }) => {
       if (this.#failure) throw this.#failure;
       this.#pack.add(blobId, type, stored, data.length, flags);
       if (this.#pack.size >= this.config.packSize) this.#finishPack();
+      // Backpressure: finished packs wait in memory for their upload; a slow store slows the producer.
+      while (this.#uploads.size > MAX_QUEUED_PACKS) await Promise.race(this.#uploads);
       return { id: blobId, isNew: true, storedSize: stored.length };
     });
     this.#pending.set(blobId, p);
