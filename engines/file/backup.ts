@@ -31,7 +31,7 @@ import { compileExcludes, type PathMatcher } from './select.js';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
 import { Semaphore } from './limit.js';
 import { ReaderPool, type BlockResult } from './readers.js';
-import { startXattrScan, type XattrScan, type Xattrs } from './xattr.js';
+import { readXattrs, startXattrScan, type XattrScan, type Xattrs } from './xattr.js';
 
 /** Options of backupTree. */
 export interface BackupTreeOptions {
@@ -110,7 +110,20 @@ interface Work {
   parent?: TreeNode;
   /** Left out of the tree (vanished or unreadable). */
   drop?: boolean;
+  /** Incrementals: the targeted getfattr that reads this entry's xattrs. */
+  xbatch?: XBatch;
 }
+
+/** Entries whose xattrs are read by one targeted getfattr (incrementals). */
+interface XBatch {
+  works: Work[];
+  /** Settles once the batch was sent (full, or at the end of the walk) and getfattr answered. */
+  result: Promise<Map<string, Xattrs>>;
+  resolve: (m: Map<string, Xattrs>) => void;
+}
+
+/** Entries per targeted getfattr. */
+const XBATCH = 2000;
 
 /** Small files on their way to a reader thread. */
 interface Batch {
@@ -148,8 +161,12 @@ class TreeBackup {
   private readonly maxInflight: number;
   private readonly openFlags: number;
   private rootDev = 0n;
+  /** Full backups: one recursive getfattr over the tree. */
   private xattrScan?: XattrScan;
   private xattrMap?: Map<string, Xattrs>;
+  /** Incrementals: getfattr only for entries that changed (ctime or inode differs from the parent). */
+  private xTargeted = false;
+  private xbatch?: XBatch;
   private failure: unknown;
   /** Plaintext bytes in saveBlob calls not yet settled. */
   private inflight = 0;
@@ -194,15 +211,21 @@ class TreeBackup {
     const rootSt = fs.lstatSync(this.rootDir, { bigint: true });
     if (!rootSt.isDirectory()) throw new Error(`${this.rootDir} is not a directory`);
     this.rootDev = rootSt.dev;
-    if (this.opts.xattrs !== false) this.xattrScan = startXattrScan(this.rootDir, this.log);
+    if (this.opts.xattrs !== false) {
+      if (this.opts.parentRoot) this.xTargeted = true;
+      else this.xattrScan = startXattrScan(this.rootDir, this.log);
+    }
     const onAbort = () => this.fail(new InterruptedError());
     this.signal.addEventListener('abort', onAbort, { once: true });
     try {
       const parent = this.opts.parentRoot ? await this.loadParent(this.opts.parentRoot, '') : undefined;
       const rootNode = this.makeNode('', rootSt, 'dir');
       this.stats.dirs++;
-      const res = await this.walkDir(this.rootDir, '', parent, { node: rootNode, rel: '' });
+      const rootWork: Work = { node: rootNode, rel: '' };
+      if (this.xTargeted) this.inheritXattrs(rootWork, parent?.root ? ({ ...parent.root, name: '' } as TreeNode) : undefined);
+      const res = await this.walkDir(this.rootDir, '', parent?.nodes, rootWork);
       this.flushBatch();
+      this.flushXBatch();
       const root = await res.tree;
       while (this.saves.size > 0) await Promise.all([...this.saves]);
       if (this.failure) throw this.failure;
@@ -212,7 +235,7 @@ class TreeBackup {
         stats: this.stats,
         info: {
           chunker: { minSize: this.chunkOpts.minSize, avgSize: this.chunkOpts.avgSize, maxSize: this.chunkOpts.maxSize, seed: this.chunkOpts.seed },
-          xattrs: this.xattrScan ? 'getfattr' : 'off',
+          xattrs: this.opts.xattrs === false ? 'off' : 'getfattr',
         },
       };
     } catch (err) {
@@ -327,7 +350,7 @@ class TreeBackup {
 
   // ---- parent --------------------------------------------------------------
 
-  private async loadParent(id: BlobId, rel: string): Promise<TreeNode[] | undefined> {
+  private async loadParent(id: BlobId, rel: string): Promise<{ nodes: TreeNode[]; root?: Omit<TreeNode, 'name'> } | undefined> {
     try {
       return decodeParentTree(await this.repo.loadBlob('tree', id));
     } catch (err) {
@@ -335,6 +358,37 @@ class TreeBackup {
       this.log.warn(`cannot load the parent's tree for "${rel || '/'}" (${(err as Error).message}); reading its files again`);
       return undefined;
     }
+  }
+
+  // ---- xattrs of incrementals ------------------------------------------------
+
+  /**
+   * Keep the parent's xattrs when the entry is the same inode with the same
+   * ctime (setting or removing an xattr updates ctime); otherwise queue it for
+   * a targeted getfattr.
+   */
+  private inheritXattrs(work: Work, pn: TreeNode | undefined): void {
+    const n = work.node;
+    if (pn !== undefined && pn.type === n.type && pn.inode === n.inode && pn.ctimeNs === n.ctimeNs) {
+      if (pn.xattrs !== undefined) n.xattrs = pn.xattrs;
+      return;
+    }
+    let b = this.xbatch;
+    if (b === undefined) {
+      let resolve!: (m: Map<string, Xattrs>) => void;
+      const result = new Promise<Map<string, Xattrs>>((r) => (resolve = r));
+      b = this.xbatch = { works: [], result, resolve };
+    }
+    b.works.push(work);
+    work.xbatch = b;
+    if (b.works.length >= XBATCH) this.flushXBatch();
+  }
+
+  private flushXBatch(): void {
+    const b = this.xbatch;
+    if (b === undefined) return;
+    this.xbatch = undefined;
+    void readXattrs(this.rootDir, b.works.map((w) => w.rel || '.'), this.log).then(b.resolve);
   }
 
   // ---- walk ------------------------------------------------------------------
@@ -409,6 +463,7 @@ class TreeBackup {
       const node = this.makeNode(name, st, type);
       const work: Work = { node, rel: r };
       works.push(work);
+      if (this.xTargeted) this.inheritXattrs(work, pn);
       if (type === 'file') {
         const pending = this.fileEntry(work, p, pn, st);
         if (pending !== undefined) {
@@ -440,7 +495,7 @@ class TreeBackup {
     const children: Promise<BlobId>[] = [];
     if (subdirs.length > 0) {
       // Prefetch the parent's subtrees a few directories ahead.
-      const parents: (Promise<TreeNode[] | undefined> | undefined)[] = new Array(subdirs.length);
+      const parents: (Promise<{ nodes: TreeNode[] } | undefined> | undefined)[] = new Array(subdirs.length);
       let started = 0;
       const startUpTo = (n: number) => {
         for (; started < n && started < subdirs.length; started++) {
@@ -458,7 +513,7 @@ class TreeBackup {
         }
         const pt = parents[i] ? await parents[i] : undefined;
         parents[i] = undefined;
-        const res = await this.walkDir(absPrefix + w.node.name, w.rel, pt, w);
+        const res = await this.walkDir(absPrefix + w.node.name, w.rel, pt?.nodes, w);
         children.push(res.tree);
       }
     }
@@ -470,6 +525,13 @@ class TreeBackup {
   private async finishDir(self: Work, works: Work[], waits: Promise<void>[], subdirs: Work[], children: Promise<BlobId>[], isRoot: boolean): Promise<BlobId> {
     if (waits.length > 0) await Promise.all(waits);
     for (let i = 0; i < subdirs.length; i++) subdirs[i]!.node.subtree = await children[i]!;
+    if (this.xTargeted) {
+      for (const w of isRoot ? [self, ...works] : works) {
+        if (w.xbatch === undefined) continue;
+        const x = (await w.xbatch.result).get(w.rel);
+        w.node.xattrs = x ? sortedXattrs(x) : undefined;
+      }
+    }
     if (this.xattrScan) {
       if (this.xattrMap === undefined) this.xattrMap = await this.xattrScan.result;
       const xm = this.xattrMap;

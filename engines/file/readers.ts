@@ -108,16 +108,25 @@ export class ReaderPool {
   private nextId = 1;
   private failure: unknown;
 
-  /** `flags`: open(2) flags for every file (O_RDONLY|O_NOFOLLOW|...). */
-  constructor(threads: number, flags: number) {
-    for (let i = 0; i < threads; i++) {
-      const w = new Worker(workerSource, { eval: true, workerData: { flags } });
-      w.unref();
-      w.on('message', (m: WorkerReply) => this.onReply(i, m));
-      w.on('error', (err) => this.failAll(err));
-      this.workers.push(w);
-      this.busy.push(0);
-    }
+  /**
+   * Up to `threads` threads, started on demand (a new one when every running
+   * one is busy). `flags`: open(2) flags for every file (O_RDONLY|O_NOFOLLOW|...).
+   */
+  constructor(
+    private readonly threads: number,
+    private readonly flags: number,
+  ) {
+    this.spawn();
+  }
+
+  private spawn(): void {
+    const i = this.workers.length;
+    const w = new Worker(workerSource, { eval: true, workerData: { flags: this.flags } });
+    w.unref();
+    w.on('message', (m: WorkerReply) => this.onReply(i, m));
+    w.on('error', (err) => this.failAll(err));
+    this.workers.push(w);
+    this.busy.push(0);
   }
 
   /** Requests not yet answered. */
@@ -129,6 +138,10 @@ export class ReaderPool {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     let w = 0;
     for (let i = 1; i < this.workers.length; i++) if (this.busy[i]! < this.busy[w]!) w = i;
+    if (this.busy[w]! > 0 && this.workers.length < this.threads) {
+      this.spawn();
+      w = this.workers.length - 1;
+    }
     const id = this.nextId++;
     return new Promise<WorkerReply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, worker: w });

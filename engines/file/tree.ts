@@ -182,7 +182,7 @@ export function encodeTree(tree: Tree, opts: { canonical?: boolean } = {}): Buff
  * skip relies on, without the full validation restore does. Throws
  * IntegrityError when the shape is wrong.
  */
-export function decodeParentTree(data: Uint8Array): TreeNode[] {
+export function decodeParentTree(data: Uint8Array): { nodes: TreeNode[]; root?: Omit<TreeNode, 'name'> } {
   let doc: unknown;
   try {
     doc = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
@@ -201,7 +201,8 @@ export function decodeParentTree(data: Uint8Array): TreeNode[] {
       if (n.holes !== undefined && !Array.isArray(n.holes)) fail(`node ${i}: malformed holes`);
     } else if (n.type === 'dir' && n.subtree !== undefined && typeof n.subtree !== 'string') fail(`node ${i}: malformed subtree`);
   }
-  return nodes as TreeNode[];
+  const root = (doc as { root?: unknown }).root;
+  return { nodes: nodes as TreeNode[], root: typeof root === 'object' && root !== null ? (root as TreeNode) : undefined };
 }
 
 function validateNode(raw: unknown, withName: boolean, where: string): TreeNode {

@@ -237,3 +237,36 @@ export async function restoreXattrs(cwd: string, entries: XattrEntry[], log: Log
     child.stdin!.end(Buffer.concat(parts));
   });
 }
+
+/**
+ * Read the xattrs of some paths (relative to `cwd`, not recursive) with one
+ * `getfattr` per call. Used by incremental backups for the entries whose
+ * ctime changed: an xattr change always updates ctime, so unchanged entries
+ * keep their parent's xattrs without a scan. Resolves with relative path →
+ * xattrs (entries without any are absent).
+ */
+export function readXattrs(cwd: string, paths: string[], log: Logger): Promise<Map<string, Xattrs>> {
+  if (paths.length === 0 || !hasTool('getfattr')) return Promise.resolve(new Map());
+  return new Promise((resolve) => {
+    const child = spawn('getfattr', ['-d', '-h', '-m', '-', '-e', 'base64', '--', ...paths.map((p) => './' + p)], {
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, LC_ALL: 'C' },
+    });
+    const out: Buffer[] = [];
+    let stderr = '';
+    child.stdout!.on('data', (b: Buffer) => out.push(b));
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (s: string) => {
+      if (stderr.length < 4096) stderr += s;
+    });
+    child.once('error', (err) => {
+      log.warn(`getfattr failed: ${err.message}`);
+      resolve(new Map());
+    });
+    child.once('close', (code) => {
+      if (code !== 0 && stderr) log.debug(`getfattr: ${stderr.trim().split('\n').slice(0, 5).join('; ')}`);
+      resolve(parseDump(Buffer.concat(out)));
+    });
+  });
+}

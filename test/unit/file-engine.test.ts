@@ -526,5 +526,16 @@ describe('file engine: root-only metadata', () => {
     const dump = (d: string) => execFileSync('getfattr', ['-R', '-d', '-h', '-m', '-', '-e', 'base64', '.'], { cwd: d, encoding: 'utf8' });
     expect(dump(dst)).toBe(dump(src));
     expectSameTree(snapshot(src), snapshot(dst), { owners: true });
+    // Incremental: unchanged entries inherit (no scan), changed ones are read again.
+    execFileSync('setfattr', ['-n', 'user.text', '-v', 'changed', join(src, 'f')]);
+    execFileSync('setfattr', ['-x', 'user.dir', join(src, 'd')]);
+    fs.writeFileSync(join(src, 'd/new'), 'n');
+    execFileSync('setfattr', ['-n', 'user.new', '-v', 'fresh', join(src, 'd/new')]);
+    const inc = await backup(store, src, { parentRoot: root });
+    const dst2 = dir('xattr-out2');
+    await restoreTree(inc.root, dst2, {}, memContext(store));
+    expect(dump(dst2)).toBe(dump(src));
+    expect(dump(dst2)).toContain('user.new');
+    expect(dump(dst2)).not.toContain('user.dir');
   });
 });
