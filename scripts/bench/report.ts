@@ -135,6 +135,7 @@ export interface ReportMeta {
   scale: string;
   runs: number;
   cachesDropped: boolean;
+  loadBefore?: { min: number; max: number };
   verify: string;
   machine: { cpus: number; cpu: string; memGiB: number; kernel: string; node: string };
   dataset: { files: number; dirs: number; apparentBytes: number; dataBytes: number };
@@ -150,7 +151,10 @@ export function renderReport(meta: ReportMeta, s: Summary): string {
   out.push('');
   out.push(`Permafrost benchmark — ${meta.scale} dataset: ${meta.dataset.files} files in ${meta.dataset.dirs} directories, ${(meta.dataset.apparentBytes / 1e9).toFixed(2)} GB apparent (${(meta.dataset.dataBytes / 1e9).toFixed(2)} GB data)`);
   out.push(`${meta.runs === 1 ? '1 run' : `median of ${meta.runs} runs`}; page cache ${meta.cachesDropped ? 'dropped before each timed command' : 'NOT dropped'}; restores verified: ${meta.verify}`);
-  out.push(`${meta.machine.cpus} × ${meta.machine.cpu}, ${meta.machine.memGiB} GiB, Linux ${meta.machine.kernel}, Node ${meta.machine.node}`);
+  out.push(
+    `${meta.machine.cpus} × ${meta.machine.cpu}, ${meta.machine.memGiB} GiB, Linux ${meta.machine.kernel}, Node ${meta.machine.node}` +
+      (meta.loadBefore ? `; 1-min load before timed commands ${meta.loadBefore.min}–${meta.loadBefore.max}${meta.loadBefore.max > meta.machine.cpus / 2 ? ' (machine busy: figures are noisy)' : ''}` : ''),
+  );
   for (const n of names) out.push(`  ${n.padEnd(10)} ${meta.tools[n]?.version ?? ''}`);
   out.push('');
   const head = ['', ...names, ...(hasPf ? others.map((o) => `pf vs ${o}`) : [])];

@@ -43,6 +43,8 @@ const USAGE = `usage: npm run bench -- [options]
                           bin/permafrost.js), source (bin/permafrost.js through tsx, no build)
   --borg-compression C    borg --compression (default zstd,3)
   --no-drop-caches        do not drop the page cache before each timed command
+  --max-load L            before each timed command, wait (up to 10 min) until the 1-minute load
+                          average is below L — for shared machines (default: do not wait)
   --timeout SEC           per command (default 7200)
   --keep                  keep the last cycle's repositories and restored trees
   --allow-tmpfs           allow a work dir on tmpfs (the dataset then lives in RAM)
@@ -59,6 +61,7 @@ interface Options {
   borgCompression: string;
   dropCaches: boolean;
   timeoutSec: number;
+  maxLoad?: number;
   keep: boolean;
   allowTmpfs: boolean;
 }
@@ -106,6 +109,7 @@ function parseArgs(argv: string[]): Options {
       case '--borg-compression': o.borgCompression = value(a); break;
       case '--no-drop-caches': o.dropCaches = false; break;
       case '--timeout': o.timeoutSec = Number(value(a)); break;
+      case '--max-load': o.maxLoad = Number(value(a)); if (!(o.maxLoad > 0)) fail('--max-load: a positive number'); break;
       case '--keep': o.keep = true; break;
       case '--allow-tmpfs': o.allowTmpfs = true; break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0);
@@ -299,8 +303,16 @@ async function oneCycle(o: Options, r: number, dataDir: string, logDir: string, 
 class Interrupted extends Error {}
 
 /** measure(), then stop the cycle if the user interrupted it. */
+let maxLoad: number | undefined;
+
 async function measure(c: Cmd, o: Parameters<typeof measureCmd>[1]): Promise<Measured> {
   if (interrupt.requested) throw new Interrupted('interrupted');
+  if (maxLoad !== undefined && o.dropCaches) {
+    const t0 = Date.now();
+    if (loadavg()[0]! >= maxLoad) log(`  waiting for the load average (${loadavg()[0]!.toFixed(2)}) to fall below ${maxLoad}`);
+    while (loadavg()[0]! >= maxLoad && Date.now() - t0 < 600_000 && !interrupt.requested) await new Promise((r) => setTimeout(r, 2000));
+    if (loadavg()[0]! >= maxLoad) log(`  load still ${loadavg()[0]!.toFixed(2)} after 10 min: measuring anyway`);
+  }
   const m = await measureCmd(c, o);
   if (interrupt.requested) throw new Interrupted('interrupted');
   return m;
@@ -343,6 +355,7 @@ async function main(): Promise<number> {
   mkdirSync(logDir, { recursive: true });
   benchLog = join(logDir, 'bench.log');
   const scale: Scale = o.quick ? 'quick' : 'full';
+  maxLoad = o.maxLoad;
   log(`permafrost bench: ${scale} dataset, ${o.runs} run(s), tools ${o.tools.join(',')}, work dir ${o.workDir}, logs ${logDir}`);
 
   const canDrop = o.dropCaches && isRoot() && dropCaches();
@@ -399,6 +412,7 @@ async function main(): Promise<number> {
   }
 
   const summary = summarize(runs, o.tools);
+  const loads = runs.flatMap((r) => Object.values(r.tools).flatMap((t) => Object.entries(t!.phases).filter(([p]) => p !== 'init').map(([, m]) => m!.loadBefore)));
   const meta = {
     scale,
     runs: o.runs,
@@ -406,6 +420,7 @@ async function main(): Promise<number> {
     finishedAt: new Date().toISOString(),
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? '?', memGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), node: process.version, loadAtEnd: loadavg()[0] },
     cachesDropped: canDrop,
+    loadBefore: loads.length ? { min: Math.min(...loads), max: Math.max(...loads) } : undefined,
     dataset: { dir: dataDir, seed: o.seed, files: ds.plan.files, dirs: ds.plan.dirs.length, apparentBytes: ds.plan.apparentBytes, dataBytes: ds.plan.dataBytes, action: ds.action, mutationSeed: MUTATION_SEED },
     tools: toolInfo,
     permafrostBuild: build ? { mode: o.pfBuild, seconds: build.seconds, typeErrors: build.typeErrors, error: build.error } : undefined,
