@@ -1,14 +1,27 @@
 import { defineConfig } from 'vitest/config';
 
-// Two kinds of suites: test/unit (seconds, no root, no servers) and test/real
-// (real block devices, filesystems, S3, Keystone and Cinder; started by test/setup).
+// Two projects, run one after the other:
+// - unit: seconds to a few minutes, no servers (root-only cases skip with a printed reason), files in parallel;
+// - real: real block devices, filesystems, S3 (radosgw), Keystone and Cinder brought up by
+//   test/setup/global.ts; files one at a time, because they share loop devices, mounts and the lab.
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    globalSetup: ['test/setup/global.ts'],
-    testTimeout: 120_000,
+    testTimeout: 180_000,
     hookTimeout: 900_000,
     pool: 'forks',
     reporters: ['default'],
+    projects: [
+      { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'], sequence: { groupOrder: 0 } } },
+      {
+        extends: true,
+        test: {
+          name: 'real',
+          include: ['test/real/**/*.test.ts'],
+          globalSetup: ['test/setup/global.ts'],
+          fileParallelism: false,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });
