@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { BackupRow } from '../catalog/catalog.js';
 import { syncCatalog } from '../jobs/catalog-sync.js';
+import { addProviderOptions } from './cmd-volume.js';
 import { withContext } from './main.js';
 import { formatBytes } from './output.js';
 
@@ -9,6 +10,9 @@ interface ListOptions {
   name?: string;
   volumeId?: string;
   status?: 'running' | 'complete' | 'failed';
+  /** Only backups of volumes of this provider (local, cinder); also accepted so that `list` takes the same options as `backup`. */
+  provider?: string;
+  osCloud?: string;
 }
 
 function row(b: BackupRow) {
@@ -30,18 +34,22 @@ function row(b: BackupRow) {
 }
 
 export function registerList(program: Command, signal: AbortSignal): void {
-  program
-    .command('list')
-    .description('list backups')
-    .option('--name <name>', 'only this backup name')
-    .option('--volume-id <id>', 'only backups of this volume')
-    .option('--status <status>', 'only running, complete or failed')
-    .action(
+  addProviderOptions(
+    program
+      .command('list')
+      .description('list backups')
+      .option('--name <name>', 'only this backup name')
+      .option('--volume-id <id>', 'only backups of this volume')
+      .option('--status <status>', 'only running, complete or failed'),
+  ).action(
       withContext<ListOptions>(signal, async (ctx, opts) => {
         const repo = await ctx.repository();
         const cat = ctx.catalog();
         await syncCatalog(repo, cat);
-        const rows = cat.listBackups({ repoId: repo.config.id, name: opts.name, volumeId: opts.volumeId, status: opts.status });
+        // The repository alone answers (no cloud call): --provider only narrows to that provider's volume backups.
+        const rows = cat
+          .listBackups({ repoId: repo.config.id, name: opts.name, volumeId: opts.volumeId, status: opts.status })
+          .filter((b) => !opts.provider || b.provider === opts.provider);
         ctx.out.result({ repository: repo.storage.location, backups: rows.map(row) }, () => {
           if (rows.length === 0) return 'no backups';
           const lines = [['ID', 'TIME', 'NAME', 'STATUS', 'ENGINE', 'SIZE', 'ADDED', 'PARENT'].join('\t')];

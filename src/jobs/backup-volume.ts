@@ -117,7 +117,7 @@ export async function backupVolume(repo: Repository, catalog: Catalog, provider:
       const created = await provider.createSnapshot(vol.id, name, { force: inUse, metadata: meta, description: `Permafrost backup ${jobId}` });
       catalog.resourceCreated(row, created.id);
       log.debug(`backup ${jobId}: creating snapshot ${created.id} of volume ${vol.id} (${mode})`);
-      cleanup.push(`delete snapshot ${created.id}`, () => provider.deleteSnapshot(created.id), row);
+      cleanup.push(`delete snapshot ${created.id}`, () => provider.deleteSnapshot(created.id, { wait: true }), row);
       snap = await provider.waitSnapshot(created.id, ['available'], waitMs(o, vol.size));
     }
     throwIfAborted(o.signal);
@@ -129,7 +129,8 @@ export async function backupVolume(repo: Repository, catalog: Catalog, provider:
     catalog.resourceCreated(vrow, tmp.id);
     log.debug(`backup ${jobId}: creating temporary volume ${tmp.id} from snapshot ${snap.id}`);
     cleanup.push(`delete temporary volume ${tmp.id}`, async () => {
-      await provider.deleteVolume(tmp.id);
+      // Wait until it is gone: on RBD a clone keeps its snapshot busy, whose delete would fail silently.
+      await provider.deleteVolume(tmp.id, { wait: true });
     }, vrow);
     await provider.waitVolume(tmp.id, ['available'], waitMs(o, vol.size));
     throwIfAborted(o.signal);

@@ -97,7 +97,7 @@ export async function restoreToVolume(repo: Repository, catalog: Catalog, provid
         catalog.resourceCreated(srow, snap.id);
         safetySnapshotId = snap.id;
         cleanup.push(`delete safety snapshot ${snap.id} of a failed restore`, async () => {
-          if (!keep) await provider.deleteSnapshot(snap.id);
+          if (!keep) await provider.deleteSnapshot(snap.id, { wait: true });
         }, srow);
         await provider.waitSnapshot(snap.id, ['available'], wait(old.size));
         vrow = catalog.planResource(jobId, 'volume', { provider: provider.kind, host: o.host, data: { restoreOf: m.id, snapshotId: snap.id } });
@@ -122,7 +122,7 @@ export async function restoreToVolume(repo: Repository, catalog: Catalog, provid
     const tgt = target;
     if (created)
       cleanup.push(`delete unfinished restored volume ${tgt.id}`, async () => {
-        if (!keep) await provider.deleteVolume(tgt.id);
+        if (!keep) await provider.deleteVolume(tgt.id, { wait: true });
       }, vrow);
     target = await provider.waitVolume(tgt.id, ['available'], wait(size));
     throwIfAborted(o.signal);

@@ -95,7 +95,8 @@ export interface VolumeProvider {
   getVolume(idOrName: string): Promise<VolumeRecord>; // NotFoundError when absent, ambiguous names are a UsageError
   listVolumes(filter?: VolumeFilter): Promise<VolumeRecord[]>;
   createVolume(opts: CreateVolumeOptions): Promise<VolumeRecord>; // returns at once (status creating)
-  deleteVolume(id: string): Promise<void>; // idempotent: a missing volume is success
+  /** Idempotent: a missing volume is success. `wait`: return only once it is gone (a snapshot it was cloned from can be deleted then). */
+  deleteVolume(id: string, opts?: { wait?: boolean; timeoutMs?: number }): Promise<void>;
   updateMetadata(id: string, metadata: Record<string, string>, replace?: boolean): Promise<void>;
   setBootable(id: string, bootable: boolean): Promise<void>;
   /** Wait until the volume reaches one of `states`; error states throw CloudError. */
@@ -103,7 +104,8 @@ export interface VolumeProvider {
 
   getSnapshot(id: string): Promise<SnapshotRecord>;
   createSnapshot(volumeId: string, name: string, opts: { force: boolean; metadata?: Record<string, string>; description?: string }): Promise<SnapshotRecord>;
-  deleteSnapshot(id: string): Promise<void>; // idempotent
+  /** Idempotent. `wait`: return only once it is gone; a delete the cloud refused afterwards (dependent clone) throws. */
+  deleteSnapshot(id: string, opts?: { wait?: boolean; timeoutMs?: number }): Promise<void>;
   waitSnapshot(id: string, states: string[], timeoutMs?: number): Promise<SnapshotRecord>;
 
   /** Attach the volume to this node; returns the connection_info the connector script needs. */

@@ -293,7 +293,20 @@ export class CinderVolumeProvider implements VolumeProvider {
 
   /** Delete a snapshot; a missing one is success. `wait` waits until it is gone. */
   async deleteSnapshot(id: string, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<void> {
-    await this.client.deleteSnapshot(id);
+    try {
+      await this.client.deleteSnapshot(id);
+    } catch (err) {
+      // 400 while the snapshot is still being created (a job interrupted right after asking for it): wait it out.
+      if (!(err instanceof CloudError) || err.status !== 400) throw err;
+      const s = await this.client.getSnapshot(id).catch((e: unknown) => (e instanceof NotFoundError ? undefined : Promise.reject(e)));
+      if (!s) return;
+      if (s.status !== 'deleting') {
+        if (s.status !== 'creating') throw err;
+        log.debug(`snapshot ${id} is creating; waiting before deleting it`);
+        await this.waitSnapshot(id, ['available', 'error'], opts.timeoutMs);
+        await this.client.deleteSnapshot(id);
+      }
+    }
     if (opts.wait) await this.waitSnapshot(id, ['deleted'], opts.timeoutMs, { afterDelete: true });
   }
 

@@ -2,7 +2,18 @@
  * Mapping of Cinder's JSON to the provider records (VolumeRecord, SnapshotRecord).
  */
 import type { SnapshotRecord, VolumeRecord } from '../provider.js';
+import { parseOsTime } from './http.js';
 import type { CinderSnapshot, CinderVolume } from './types.js';
+
+/**
+ * An OpenStack timestamp ("2024-05-01T10:00:00.123456", UTC without a zone) as ISO 8601 with Z.
+ * Backups order and choose parents by these strings (and JavaScript reads a zone-less date-time
+ * as local time), so they must all be in one unambiguous form.
+ */
+export function isoTime(s: string | null | undefined): string | undefined {
+  const t = parseOsTime(s);
+  return t === undefined ? (s ?? undefined) : new Date(t).toISOString();
+}
 
 /**
  * Admin metadata Cinder merges into every volume's `metadata` (set by attach: readonly,
@@ -32,7 +43,7 @@ export function toVolumeRecord(v: CinderVolume): VolumeRecord {
       hostName: a.host_name ?? null,
       device: a.device ?? null,
     })),
-    createdAt: v.created_at,
+    createdAt: isoTime(v.created_at),
     multiattach: v.multiattach ?? false,
     encrypted: v.encrypted ?? false,
   };
@@ -48,7 +59,7 @@ export function toSnapshotRecord(s: CinderSnapshot): SnapshotRecord {
     name: s.name ?? '',
     status: s.status,
     size: s.size,
-    createdAt: s.created_at,
+    createdAt: isoTime(s.created_at) ?? '',
     metadata: { ...(s.metadata ?? {}) },
   };
 }
