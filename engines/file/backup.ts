@@ -30,7 +30,7 @@ import { Chunker, DEFAULT_CHUNKER, type ChunkerOptions } from './chunker.js';
 import { compileExcludes, type PathMatcher } from './select.js';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
 import { Semaphore } from './limit.js';
-import { ReaderPool, type BlockResult } from './readers.js';
+import { IoPool, type BlockResult } from './iopool.js';
 import { readXattrs, startXattrScan, type XattrScan, type Xattrs } from './xattr.js';
 
 /** Options of backupTree. */
@@ -172,7 +172,7 @@ class TreeBackup {
   private inflight = 0;
   private readonly saves = new Set<Promise<unknown>>();
   private roomWaiters: (() => void)[] = [];
-  private pool?: ReaderPool;
+  private pool?: IoPool;
   private batch?: Batch;
   private batchesInFlight = 0;
   private batchWaiters: (() => void)[] = [];
@@ -642,8 +642,8 @@ class TreeBackup {
 
   // -- reader threads: small files in batches
 
-  private getPool(): ReaderPool {
-    this.pool ??= new ReaderPool(this.readers, this.openFlags);
+  private getPool(): IoPool {
+    this.pool ??= new IoPool(this.readers, this.openFlags);
     return this.pool;
   }
 

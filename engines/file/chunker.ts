@@ -74,6 +74,8 @@ export class Chunker {
   private readonly gear: Int32Array;
   private readonly maskS: number;
   private readonly maskL: number;
+  /** h after 32 or more zero bytes: the fixed point -G[0] of h = 2h + G[0]. */
+  private readonly zeroH: number;
   /** Bytes of the current chunk seen so far. */
   private len = 0;
   private h = 0;
@@ -94,6 +96,7 @@ export class Chunker {
     const bits = Math.round(Math.log2(avgSize));
     this.maskS = topMask(bits + nc);
     this.maskL = topMask(bits - nc);
+    this.zeroH = -this.gear[0]! | 0;
   }
 
   /** Bytes of the current (unfinished) chunk. */
@@ -163,6 +166,8 @@ export class Chunker {
     const gear = this.gear;
     let h = this.h;
     const base = buf.byteOffset;
+    // Inside a long zero run h sits at zeroH; when that cannot cut, the rest of the run is skipped (exact).
+    const zeroSkip = (this.zeroH & mask) !== 0;
     if (littleEndian && stop - i >= 64) {
       while (((base + i) & 3) !== 0) {
         h = ((h << 1) + gear[buf[i++]!]!) | 0;
@@ -176,6 +181,22 @@ export class Chunker {
       const words = new Int32Array(buf.buffer, 0, buf.buffer.byteLength >> 2);
       for (let j = w0; j < w1; j++) {
         const w = words[j]!;
+        if (w === 0 && zeroSkip) {
+          const p = (j << 2) - base;
+          const end = zeroRunEnd(buf, p, stop);
+          if (end - p >= 64) {
+            for (let q = p; q < p + 32; q++) {
+              h = ((h << 1) + gear[0]!) | 0;
+              if ((h & mask) === 0) {
+                this.h = h;
+                return q + 1;
+              }
+            }
+            // h === zeroH now and stays there until the run ends.
+            j = ((base + end) >> 2) - 1;
+            continue;
+          }
+        }
         h = ((h << 1) + gear[w & 255]!) | 0;
         if ((h & mask) === 0) {
           this.h = h;
@@ -209,6 +230,19 @@ export class Chunker {
     this.h = h;
     return -1;
   }
+}
+
+const ZERO_BLOCK = new Uint8Array(65536);
+
+/** End of the run of zero bytes starting at `p` (at most `stop`). */
+function zeroRunEnd(buf: Uint8Array, p: number, stop: number): number {
+  let q = p;
+  while (q < stop && q - p < 64 && buf[q] === 0) q++;
+  if (q - p < 64) return q;
+  while (stop - q >= 65536 && Buffer.compare(buf.subarray(q, q + 65536), ZERO_BLOCK) === 0) q += 65536;
+  while (stop - q >= 4096 && Buffer.compare(buf.subarray(q, q + 4096), ZERO_BLOCK.subarray(0, 4096)) === 0) q += 4096;
+  while (q < stop && buf[q] === 0) q++;
+  return q;
 }
 
 /** Chunk one whole buffer: the end offsets of its chunks (the last is buf.length; none for an empty buffer). */

@@ -1,12 +1,17 @@
 /**
- * Reader threads: file reads off the main thread, so a cold device gets
- * several requests in flight while the main thread walks, chunks and hashes.
+ * I/O threads: file reads (backup) and small-file writes (restore) off the
+ * main thread, so a cold device gets several requests in flight while the main
+ * thread walks, chunks, hashes, or loads blobs.
  *
  * Each worker does plain synchronous open/pread/close (a few microseconds of
  * CPU per file, unlike the libuv pool's per-request thread hand-offs) and
  * answers a whole batch of small files with ONE transferred buffer, so 100k
  * small files cost a few thousand messages. Large files are read in blocks
  * (one request per block, a few blocks ahead of the chunker).
+ *
+ * Restore sends batches of small files (content back to back in one
+ * transferred buffer, with their metadata); each thread creates, writes,
+ * chowns, chmods and stamps them with plain synchronous calls.
  *
  * Measured on this project's 2-core VM, 100k small files with a cold page
  * cache: 34 s with synchronous reads on the main thread, 15 s with the libuv
@@ -44,8 +49,59 @@ function readInto(fd, u8, off, len, pos) {
   }
   return n;
 }
+const C = fs.constants;
+const ZERO = Buffer.alloc(4096);
+function writeAll(fd, u8, off, len, pos) {
+  while (len > 0) {
+    const n = fs.writeSync(fd, u8, off, len, pos);
+    off += n; len -= n; pos += n;
+  }
+}
+function writeOne(f, u8) {
+  const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
+  let fd;
+  try {
+    fd = fs.openSync(f.path, flags, 0o600);
+  } catch (e) {
+    if (!e || e.code !== 'EEXIST' || !f.overwrite) throw e;
+    const st = fs.lstatSync(f.path);
+    if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+    fs.unlinkSync(f.path);
+    fd = fs.openSync(f.path, flags, 0o600);
+  }
+  try {
+    let end = 0;
+    if (!f.sparse) {
+      writeAll(fd, u8, f.off, f.len, 0);
+      end = f.len;
+    } else {
+      let run = -1;
+      for (let o = 0; o < f.len; o += 4096) {
+        const n = Math.min(4096, f.len - o);
+        const zero = Buffer.compare(Buffer.from(u8.buffer, u8.byteOffset + f.off + o, n), n === 4096 ? ZERO : ZERO.subarray(0, n)) === 0;
+        if (zero) {
+          if (run >= 0) { writeAll(fd, u8, f.off + run, o - run, run); end = o; run = -1; }
+        } else if (run < 0) run = o;
+      }
+      if (run >= 0) { writeAll(fd, u8, f.off + run, f.len - run, run); end = f.len; }
+    }
+    if (end < f.size) fs.ftruncateSync(fd, f.size);
+    if (f.chown) fs.fchownSync(fd, f.uid, f.gid);
+    fs.fchmodSync(fd, f.mode);
+    fs.futimesSync(fd, f.atime, f.mtime);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
 parentPort.on('message', (m) => {
-  if (m.kind === 'batch') {
+  if (m.kind === 'write') {
+    const u8 = new Uint8Array(m.buf);
+    const results = new Array(m.files.length).fill(null);
+    for (let i = 0; i < m.files.length; i++) {
+      try { writeOne(m.files[i], u8); } catch (e) { results[i] = e && e.code ? e.code : String(e && e.message || e); }
+    }
+    parentPort.postMessage({ id: m.id, buf: null, results });
+  } else if (m.kind === 'batch') {
     let total = 0;
     for (const s of m.sizes) total += s;
     const buf = new ArrayBuffer(total);
@@ -91,17 +147,37 @@ interface Pending {
   worker: number;
 }
 
+/** One small file for a writer thread: its bytes are `buf[off, off + len)` of the batch. */
+export interface WriteSpec {
+  path: string;
+  size: number;
+  off: number;
+  len: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Seconds (fractional). */
+  atime: number;
+  mtime: number;
+  chown: boolean;
+  /** Skip all-zero 4 KiB blocks (holes) and ftruncate to size. */
+  sparse: boolean;
+  /** Replace an existing non-directory. */
+  overwrite: boolean;
+}
+
 interface WorkerReply {
   id: number;
   buf: ArrayBuffer | null;
+  results?: (string | null)[];
   lens?: number[];
   errors?: (string | null)[];
   n?: number;
   error?: string | null;
 }
 
-/** A pool of reader threads. */
-export class ReaderPool {
+/** A pool of I/O threads. */
+export class IoPool {
   private readonly workers: Worker[] = [];
   private readonly busy: number[] = [];
   private readonly pending = new Map<number, Pending>();
@@ -134,7 +210,7 @@ export class ReaderPool {
     return this.pending.size;
   }
 
-  private send(msg: Record<string, unknown>): Promise<WorkerReply> {
+  private send(msg: Record<string, unknown>, transfer?: ArrayBuffer[]): Promise<WorkerReply> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     let w = 0;
     for (let i = 1; i < this.workers.length; i++) if (this.busy[i]! < this.busy[w]!) w = i;
@@ -147,7 +223,7 @@ export class ReaderPool {
       this.pending.set(id, { resolve, reject, worker: w });
       this.busy[w]!++;
       if (this.busy[w] === 1) this.workers[w]!.ref();
-      this.workers[w]!.postMessage({ ...msg, id });
+      this.workers[w]!.postMessage({ ...msg, id }, transfer);
     });
   }
 
@@ -183,6 +259,22 @@ export class ReaderPool {
     const m = await this.send({ kind: 'block', path, offset, length, check });
     if (m.error) return { buf: Buffer.alloc(0), error: m.error };
     return { buf: Buffer.from(m.buf!, 0, m.n!), error: null };
+  }
+
+  /**
+   * Create and write small files (their parent directories exist). `buf` is
+   * transferred (unusable afterwards). Per file: null, or an error code
+   * (EEXIST without overwrite, EISDIR, ENOSPC, ...).
+   */
+  async writeFiles(files: WriteSpec[], buf: Buffer): Promise<(string | null)[]> {
+    let ab: ArrayBuffer;
+    if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength && buf.buffer instanceof ArrayBuffer) ab = buf.buffer;
+    else {
+      ab = new ArrayBuffer(buf.length);
+      new Uint8Array(ab).set(buf);
+    }
+    const m = await this.send({ kind: 'write', files, buf: ab }, [ab]);
+    return m.results!;
   }
 
   /** Stop the threads; requests in flight are rejected. */

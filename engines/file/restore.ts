@@ -25,6 +25,7 @@ import { IntegrityError, InterruptedError, NoSpaceError, PermafrostError, fromSy
 import type { BlobId } from '../../src/repository/types.js';
 import type { EngineContext } from '../engine.js';
 import { isZero } from './backup.js';
+import { IoPool, type WriteSpec } from './iopool.js';
 import { Semaphore, TaskSet } from './limit.js';
 import { compileIncludes } from './select.js';
 import { nsToSeconds, splitDev, type TreeNode } from './tree.js';
@@ -39,8 +40,10 @@ export interface RestoreTreeOptions {
   overwrite?: boolean;
   /** Files written at the same time (default 8). */
   fileConcurrency?: number;
-  /** Data blobs loading at the same time (default 16). */
+  /** Data blobs loading at the same time (default 32). */
   loadConcurrency?: number;
+  /** Writer threads for small files (default 8; 0: everything on the main thread). */
+  writers?: number;
 }
 
 /** What a restore did. */
@@ -71,7 +74,17 @@ interface DirEntry {
 }
 
 const BLOCK = 4096;
+const WRITE_BATCH_FILES = 64;
+const WRITE_BATCH_BYTES = 4 << 20;
+const EMPTY_BUF = Buffer.alloc(0);
 const noop = (): void => {};
+
+/** A file the writer threads can restore in one go: at most one chunk, no partial holes. */
+function isSmall(node: TreeNode): boolean {
+  const c = node.content?.length ?? 0;
+  const h = node.holes?.length ?? 0;
+  return (c === 1 && h === 0) || (c === 0 && h <= 1);
+}
 
 function code(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
@@ -107,6 +120,13 @@ class TreeRestore {
   private readonly specials: { rel: string; abs: string; node: TreeNode }[] = [];
   private readonly xattrs: XattrEntry[] = [];
   private fatal: unknown;
+  private readonly writers: number;
+  private readonly smallSem: Semaphore;
+  private readonly batchSem: Semaphore;
+  private pool?: IoPool;
+  private wbatch?: { files: WriteSpec[]; bufs: Buffer[]; bytes: number; items: { rel: string; node: TreeNode }[] };
+  /** Files that could not be created: hardlinks to them are not made. */
+  private readonly failedLinks = new Set<string>();
 
   constructor(
     private readonly rootId: BlobId,
@@ -116,7 +136,10 @@ class TreeRestore {
   ) {
     this.overwrite = opts.overwrite === true;
     this.fileSem = new Semaphore(Math.max(1, opts.fileConcurrency ?? 8));
-    this.loadSem = new Semaphore(Math.max(1, opts.loadConcurrency ?? 16));
+    this.loadSem = new Semaphore(Math.max(1, opts.loadConcurrency ?? 32));
+    this.writers = Math.max(0, Math.floor(opts.writers ?? 8));
+    this.smallSem = new Semaphore(64);
+    this.batchSem = new Semaphore(Math.max(2, this.writers * 2));
   }
 
   async run(): Promise<RestoreResult> {
@@ -155,10 +178,13 @@ class TreeRestore {
         }
         await this.entry(rel, abs, node);
       }
+      await this.flushWrites();
       await this.tasks.drain();
     } catch (err) {
       await this.tasks.drain().catch(noop);
       throw this.fatal ?? err;
+    } finally {
+      await this.pool?.close();
     }
     if (this.fatal !== undefined) throw this.fatal;
     this.finishLinks();
@@ -319,6 +345,14 @@ class TreeRestore {
         return;
       }
     }
+    if (this.writers > 0 && isSmall(node)) {
+      const w = this.smallSem.acquire();
+      if (w) await w;
+      if (key !== undefined) this.links.set(key, abs);
+      const task = this.smallFile(rel, abs, node).finally(() => this.smallSem.release());
+      this.tasks.add(task);
+      return;
+    }
     const wait = this.fileSem.acquire();
     if (wait) await wait;
     let fd: number;
@@ -347,6 +381,98 @@ class TreeRestore {
         this.warn(`cannot restore ${rel}: ${(err as Error).message}`);
       },
     );
+    this.tasks.add(task);
+  }
+
+  // -- small files: batches for the writer threads
+
+  private getPool(): IoPool {
+    this.pool ??= new IoPool(this.writers, 0);
+    return this.pool;
+  }
+
+  /** Load a small file's one blob and add it to the current write batch. */
+  private async smallFile(rel: string, abs: string, node: TreeNode): Promise<void> {
+    let data: Buffer = EMPTY_BUF;
+    const content = node.content ?? [];
+    if (content.length === 1) {
+      try {
+        data = await this.loadChunk(content[0]!);
+      } catch (err) {
+        this.failedLinks.add(abs);
+        if (err instanceof InterruptedError || isFatal(err)) throw err;
+        this.warn(`cannot restore ${rel}: ${(err as Error).message}`);
+        return;
+      }
+      this.loadSem.release();
+    }
+    const size = node.size ?? 0;
+    const holes = node.holes ?? [];
+    if (holes.length === 0 ? data.length !== size : data.length !== 0) this.warn(`${rel}: content (${data.length} bytes) does not match the recorded size ${size}`);
+    const b = (this.wbatch ??= { files: [], bufs: [], bytes: 0, items: [] });
+    b.files.push({
+      path: abs,
+      size,
+      off: b.bytes,
+      len: data.length,
+      mode: node.mode,
+      uid: node.uid,
+      gid: node.gid,
+      atime: nsToSeconds(node.atimeNs ?? node.mtimeNs),
+      mtime: nsToSeconds(node.mtimeNs),
+      chown: this.isRoot,
+      sparse: node.sparse === true,
+      overwrite: this.overwrite,
+    });
+    b.bufs.push(data);
+    b.bytes += data.length;
+    b.items.push({ rel, node });
+    if (b.files.length >= WRITE_BATCH_FILES || b.bytes >= WRITE_BATCH_BYTES) await this.flushWrites();
+  }
+
+  /** Send the current write batch to a writer thread (waits while too many are in flight). */
+  private async flushWrites(): Promise<void> {
+    const b = this.wbatch;
+    if (b === undefined || b.files.length === 0) return;
+    this.wbatch = undefined;
+    const w = this.batchSem.acquire();
+    if (w) await w;
+    const buf = Buffer.allocUnsafeSlow(b.bytes);
+    let off = 0;
+    for (const part of b.bufs) off += part.copy(buf, off);
+    const task = this.getPool()
+      .writeFiles(b.files, buf)
+      .then(
+        (results) => {
+          this.batchSem.release();
+          for (let i = 0; i < results.length; i++) {
+            const { rel, node } = b.items[i]!;
+            const err = results[i];
+            if (err === null || err === undefined) {
+              this.result.files++;
+              this.result.bytes += node.size ?? 0;
+              if (node.xattrs) this.xattrs.push({ path: rel, xattrs: node.xattrs });
+              this.ctx.progress.advance(node.size ?? 0, 1);
+              continue;
+            }
+            this.failedLinks.add(b.files[i]!.path);
+            if (err === 'EEXIST') {
+              this.result.skipped++;
+              this.ctx.log.warn(`${rel} exists; skipped (use overwrite)`);
+            } else if (err === 'EISDIR') {
+              this.result.skipped++;
+              this.ctx.log.warn(`${rel} exists as a directory; not replaced`);
+            } else if (isFatal({ code: err })) {
+              this.fatal ??= fromSystemError(Object.assign(new Error(err), { code: err }), `cannot write ${rel}`);
+            } else this.warn(`cannot restore ${rel}: ${err}`);
+          }
+          if (this.fatal !== undefined) throw this.fatal;
+        },
+        (err) => {
+          this.batchSem.release();
+          throw err;
+        },
+      );
     this.tasks.add(task);
   }
 
@@ -457,6 +583,10 @@ class TreeRestore {
 
   private finishLinks(): void {
     for (const l of this.deferredLinks) {
+      if (this.failedLinks.has(l.target)) {
+        this.warn(`hardlink ${l.rel} not created: its first name was not restored`);
+        continue;
+      }
       try {
         try {
           fs.linkSync(l.target, l.abs);

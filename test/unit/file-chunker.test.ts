@@ -141,6 +141,20 @@ describe('FastCDC chunker', () => {
     expect(z.slice(0, -1).every((e, i) => e - (i === 0 ? 0 : z[i - 1]!) <= small.maxSize)).toBe(true);
   });
 
+  it('skips long zero runs without changing the boundaries', () => {
+    // Random data interleaved with zero runs of many lengths and alignments.
+    const parts: Buffer[] = [];
+    let seed = 3;
+    for (let i = 0; i < 60; i++) {
+      parts.push(prng(1000 + ((i * 7919) % 50000), seed++));
+      parts.push(Buffer.alloc([0, 1, 31, 32, 33, 63, 64, 65, 100, 4096, 70000, 300000][i % 12]!));
+    }
+    const data = Buffer.concat(parts);
+    expect(chunkBoundaries(data, small)).toEqual(reference(data, small));
+    const big = Buffer.concat([prng(3 << 20, 5), Buffer.alloc(40 << 20), prng(1 << 20, 6), Buffer.alloc(9 << 20 + 3)]);
+    expect(chunkBoundaries(big)).toEqual(reference(big, { ...DEFAULT_CHUNKER }));
+  });
+
   it('makes inputs below the minimum one chunk', () => {
     expect(chunkBoundaries(Buffer.alloc(0))).toEqual([]);
     expect(chunkBoundaries(prng(1000))).toEqual([1000]);
