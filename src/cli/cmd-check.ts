@@ -1,6 +1,6 @@
 /** permafrost check: verify the repository's structure, and its data with --read-data. */
 import type { Command } from 'commander';
-import { ExitCode } from '../errors.js';
+import { ExitCode, throwIfAborted } from '../errors.js';
 import { referencedBlobs } from '../jobs/references.js';
 import { checkRepository, parseSubset } from '../repository/check.js';
 import { log } from '../util/log.js';
@@ -29,9 +29,14 @@ export function registerCheck(program: Command, signal: AbortSignal): void {
           progress: opts.readData || subset ? ctx.out.progress('check') : undefined,
           signal: ctx.signal,
         });
+        // An interrupted check verified only part of the repository: never report it as clean.
+        throwIfAborted(ctx.signal);
         for (const w of res.warnings) log.warn(w);
         const ok = res.errors.length === 0;
-        ctx.out.result({ ok, ...res }, () =>
+        const failure = `check found ${res.errors.length} errors in ${repo.storage.location}`;
+        // With --json a failed check carries the same {error} a script looks for on any failure.
+        const error = ok ? {} : { error: { code: 'integrity', message: failure, exitCode: ExitCode.integrity } };
+        ctx.out.result({ ok, ...res, ...error }, () =>
           [
             `${res.backups} backups, ${res.packs} packs, ${res.blobs} blobs` + (res.packsRead ? `; read ${res.packsRead} packs (${formatBytes(res.bytesRead)})` : ''),
             ...res.errors.map((e) => `error: ${e}`),
@@ -39,7 +44,7 @@ export function registerCheck(program: Command, signal: AbortSignal): void {
           ].join('\n'),
         );
         if (!ok) {
-          log.error(`check found ${res.errors.length} errors in ${repo.storage.location}`);
+          log.error(failure);
           process.exitCode = ExitCode.integrity;
         }
       }),

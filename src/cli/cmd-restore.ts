@@ -5,7 +5,8 @@ import type { Command } from 'commander';
 import { exportTar } from '../../engines/file/tar.js';
 import { restoreTree } from '../../engines/file/restore.js';
 import { restoreDevice } from '../../engines/block/restore.js';
-import { UsageError } from '../errors.js';
+import { ExitCode, IntegrityError, NotFoundError, UsageError } from '../errors.js';
+import type { BlobStore } from '../repository/types.js';
 import { restoreToVolume } from '../jobs/restore-volume.js';
 import { addProviderOptions } from './cmd-volume.js';
 import { log } from '../util/log.js';
@@ -92,7 +93,20 @@ export function registerRestore(program: Command, signal: AbortSignal): void {
         const t0 = Date.now();
         const progress = ctx.out.progress('restore');
         progress.setTotal(m.stats.bytesTotal, m.stats.files);
-        const ectx = { repo, signal: ctx.signal, progress, log };
+        // Count blobs that failed verification: a restore that met corrupted or missing data must
+        // not exit 0 just because the engine restored the other entries.
+        let damaged = 0;
+        const store: BlobStore = {
+          hash: (d) => repo.hash(d),
+          has: (b) => repo.has(b),
+          saveBlob: (t, d, b) => repo.saveBlob(t, d, b),
+          loadBlob: (t, b) =>
+            repo.loadBlob(t, b).catch((err: unknown) => {
+              if (err instanceof IntegrityError || err instanceof NotFoundError) damaged++;
+              throw err;
+            }),
+        };
+        const ectx = { repo: store, signal: ctx.signal, progress, log };
         try {
           if (opts.tar) {
             if (opts.tar === '-') await exportTar(m.root, process.stdout, { include: opts.include }, ectx);
@@ -107,10 +121,21 @@ export function registerRestore(program: Command, signal: AbortSignal): void {
           }
           const res = await restoreTree(m.root, opts.targetDir!, { include: opts.include, overwrite: opts.overwrite }, ectx);
           const ms = Date.now() - t0;
-          ctx.out.result({ id, targetDir: opts.targetDir, durationMs: ms, ...res }, () =>
+          let failure: { code: string; message: string; exitCode: number } | undefined;
+          if (res.errors > 0) {
+            failure =
+              damaged > 0
+                ? { code: 'integrity', exitCode: ExitCode.integrity, message: `restore of backup ${id} incomplete: ${res.errors} entries could not be restored (corrupted or missing data; run "permafrost check --read-data")` }
+                : { code: 'partial', exitCode: ExitCode.partial, message: `restore of backup ${id} incomplete: ${res.errors} entries could not be restored (see the warnings above)` };
+          }
+          ctx.out.result({ id, targetDir: opts.targetDir, durationMs: ms, ...res, ...(failure ? { error: failure } : {}) }, () =>
             `restored backup ${id} into ${opts.targetDir} in ${formatDuration(ms)}` +
             (res && typeof res === 'object' && 'bytes' in res ? ` (${formatBytes(Number((res as { bytes: number }).bytes))})` : ''),
           );
+          if (failure) {
+            log.error(failure.message);
+            process.exitCode = failure.exitCode;
+          }
         } finally {
           progress.done();
         }

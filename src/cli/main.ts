@@ -45,9 +45,10 @@ export function buildProgram(signal: AbortSignal): Command {
     .option('--json', 'print results as JSON on stdout')
     .option('-q, --quiet', 'no progress output')
     .option('-v, --verbose', 'debug logging on stderr')
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  program.configureOutput({ outputError: (str, write) => write(str) });
+  // Commander's own error output is dropped: run.ts prints every error once, as one line (and as
+  // JSON with --json), so a usage error must not also come out of commander.
+  program.configureOutput({ outputError: () => undefined });
   for (const register of [registerInit, registerBackup, registerList, registerRestore, registerCheck, registerPrune, registerRepair, registerCatalog, registerVolume, registerCleanup, registerQuickstart]) register(program, signal);
   program.commands.forEach((c) => c.exitOverride());
   return program;
@@ -60,8 +61,15 @@ export async function main(argv: string[], signal: AbortSignal): Promise<void> {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help' || err.exitCode === 0) return;
-      throw new UsageError(err.message.replace(/^error: /, ''), { cause: err });
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return;
+      // No (sub)command given: commander printed the help on stderr; for scripts that is a usage error.
+      if (err.code === 'commander.help') throw new UsageError('a command is required; see --help', { cause: err });
+      // One line: "unknown option '--jsn' (did you mean --json?); see --help".
+      const msg = err.message
+        .replace(/^error: /, '')
+        .replace(/\n\(Did you mean (.*)\?\)/, ' (did you mean $1?)')
+        .replace(/\s*\n\s*/g, ' ');
+      throw new UsageError(`${msg}; see --help`, { cause: err });
     }
     throw err;
   }

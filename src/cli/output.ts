@@ -26,6 +26,18 @@ export function formatDuration(ms: number): string {
   return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 }
 
+/** Keys whose string values are secrets wherever they appear in a result. */
+const SECRET_KEY = /password|secret|token|credential/i;
+
+/**
+ * A result as JSON with secrets masked inside its string values. Redacting the
+ * serialised text instead would also hit JSON syntax: `"newKey": false` matched
+ * the secret pattern and came out as `"newKey": ***`, which no script can parse.
+ */
+export function toSafeJson(value: unknown): string {
+  return JSON.stringify(value, (key, v: unknown) => (typeof v === 'string' ? (key && SECRET_KEY.test(key) ? '***' : redact(v)) : v), 2);
+}
+
 export class Output {
   constructor(
     readonly json: boolean,
@@ -34,7 +46,7 @@ export class Output {
 
   /** Print a command's result: JSON, or the human text. */
   result(value: unknown, human: () => string): void {
-    if (this.json) process.stdout.write(redact(JSON.stringify(value, null, 2)) + '\n');
+    if (this.json) process.stdout.write(toSafeJson(value) + '\n');
     else {
       const text = human();
       if (text) process.stdout.write(redact(text) + (text.endsWith('\n') ? '' : '\n'));

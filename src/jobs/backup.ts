@@ -81,6 +81,7 @@ export async function runBackup(repo: Repository, catalog: Catalog, plan: Backup
     const result = await plan.run({ repo, signal: opts.signal, progress: opts.progress, log: opts.log }, parentRoot);
     throwIfAborted(opts.signal);
     opts.progress.message('committing');
+    opts.log.debug(`backup ${id}: committing: last pack, then the index`);
     await repo.flush();
     throwIfAborted(opts.signal);
     const manifest: Manifest = {
@@ -102,6 +103,7 @@ export async function runBackup(repo: Repository, catalog: Catalog, plan: Backup
       tags: plan.tags ?? {},
       ...(result.info ? { engineInfo: result.info } : {}),
     };
+    opts.log.debug(`backup ${id}: committing: manifest`);
     await repo.saveManifest(manifest);
     catalog.completeBackup(manifest, repo.config.id, repo.storage.location);
     return manifest;
