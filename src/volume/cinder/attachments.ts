@@ -7,7 +7,7 @@
  */
 import type { ConnectionInfo, ConnectorProperties } from '../provider.js';
 import { CloudError } from '../../errors.js';
-import { registerSecret } from '../../util/log.js';
+import { log, registerSecret } from '../../util/log.js';
 import type { CinderClient } from './client.js';
 import type { CinderAttachment, RawConnectionInfo } from './types.js';
 
@@ -72,7 +72,14 @@ export async function createAttachment(
   const what = `attach volume ${volumeId}`;
   const find = async () => {
     const fresh = (await listAttachments(c, volumeId)).filter((a) => !before.has(a.id));
-    return fresh.length === 1 ? getAttachment(c, fresh[0]!.id) : undefined;
+    if (fresh.length !== 1) return undefined;
+    const a = await getAttachment(c, fresh[0]!.id);
+    if (a.connection_info) return a; // the create went through, only its answer was lost
+    // Cinder failed to connect (e.g. HTTP 500 "Unable to create attachment for volume") and could not
+    // roll back its reservation: remove it, so that the volume is free for the next attempt.
+    log.warn(`${what}: a failed attempt left attachment ${a.id} (${a.status}) without connection_info; deleting it`);
+    await deleteAttachment(c, a.id);
+    return undefined;
   };
   return c.createOnce(what, () => c.raw('POST', '/attachments', { body: { attachment: body }, what, retry: 'safe' }), find, (res) => (res.json as { attachment: CinderAttachment }).attachment);
 }
