@@ -18,7 +18,7 @@ export default defineConfig({
           name: 'real',
           include: ['test/real/**/*.test.ts'],
           globalSetup: ['test/setup/global.ts'],
-          fileParallelism: false,
+          poolOptions: { forks: { singleFork: true } },
           sequence: { groupOrder: 1 },
         },
       },
