@@ -178,8 +178,13 @@ class TreeRestore {
         }
         await this.entry(rel, abs, node);
       }
-      await this.flushWrites();
+      // Small files still loading when the walk ends join the write batch after it: drain, then
+      // flush what they added, until nothing is left (a single flush here lost those files).
       await this.tasks.drain();
+      while (this.wbatch !== undefined && this.wbatch.files.length > 0) {
+        await this.flushWrites();
+        await this.tasks.drain();
+      }
     } catch (err) {
       await this.tasks.drain().catch(noop);
       throw this.fatal ?? err;
