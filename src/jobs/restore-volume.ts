@@ -19,7 +19,7 @@ import { restoreDevice } from '../../engines/block/restore.js';
 import { restoreTree } from '../../engines/file/restore.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { ScriptConnectorOptions } from '../connectors/script.js';
-import { CloudError, IntegrityError, UsageError, throwIfAborted } from '../errors.js';
+import { CloudError, IntegrityError, NotFoundError, UsageError, throwIfAborted } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import { Repository } from '../repository/repository.js';
 import { log } from '../util/log.js';
@@ -180,7 +180,8 @@ async function createFromRecord(provider: VolumeProvider, m: Manifest, rec: Volu
     return await provider.createVolume({ ...base, volumeType: rec.volumeType, availabilityZone: rec.availabilityZone });
   } catch (err) {
     const msg = (err as Error).message;
-    if (!(err instanceof CloudError) || !/type|zone/i.test(msg)) throw err;
+    // Cinder answers an unknown volume type with 404 (NotFoundError), an unknown zone with 400.
+    if (!(err instanceof CloudError || err instanceof NotFoundError) || !/type|zone/i.test(msg)) throw err;
     const w = `volume type ${rec.volumeType ?? '-'} or zone ${rec.availabilityZone ?? '-'} of the saved record is not available here (${msg}); creating with the cloud's defaults`;
     log.warn(w);
     warnings.push(w);
