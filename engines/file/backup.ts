@@ -8,12 +8,12 @@
  *   its node in the parent's tree (same relative path) reuses the parent's
  *   content list. Parent trees are loaded lazily, a directory's subtrees
  *   prefetched in parallel while the directory is walked.
- * - Other files go to a small pool of readers (async reads on the libuv pool so
- *   a cold device gets several requests in flight); files below the minimum
- *   chunk size are one read and one blob, larger ones are streamed through
- *   FastCDC in 8 MiB reads. Chunks are hashed here (BLAKE3, native) and handed
- *   to saveBlob without waiting, bounded by the bytes in flight, so the
- *   compression workers stay busy.
+ * - Other files are read by I/O threads (iopool.ts; several requests in flight
+ *   for a cold device): small files in batches, one blob each; files of at
+ *   least the minimum chunk size in 8 MiB blocks streamed through FastCDC.
+ *   The main thread hashes (BLAKE3, native) and hands blobs to saveBlob
+ *   without waiting, bounded by the bytes in flight, so the compression
+ *   workers stay busy. `readers: 0` reads synchronously on the main thread.
  * - Trees are encoded bottom-up once a directory's files, subdirectories and
  *   the xattr scan (see xattr.ts) are done.
  * - Files that vanish or cannot be read are logged, counted in stats.errors and

@@ -27,13 +27,22 @@ export class MemStore implements BlobStore {
   /** When set, saveBlob rejects with this error. */
   failSaves: Error | undefined;
 
+  private readonly hasher: Blake3Hasher;
+
   constructor(key: Buffer = randomBytes(32)) {
     this.key = key;
+    this.hasher = Blake3Hasher.newKeyed(key);
   }
 
-  /** Keyed BLAKE3, hex. */
+  /**
+   * Keyed BLAKE3, hex. One hasher, reset per call: creating a native hasher per
+   * blob costs ~20 µs of CPU (allocation and finalizer), ten times the hashing
+   * of a small file.
+   */
   hash(data: Uint8Array): BlobId {
-    return Blake3Hasher.newKeyed(this.key).update(data).digest('hex');
+    const h = this.hasher;
+    h.reset();
+    return h.update(data).digest('hex');
   }
 
   /** True when stored. */
