@@ -222,6 +222,7 @@ class TreeBackup {
       const rootNode = this.makeNode('', rootSt, 'dir');
       this.stats.dirs++;
       const rootWork: Work = { node: rootNode, rel: '' };
+      if (parent !== undefined && this.readers > 0) this.warmMetadata();
       if (this.xTargeted) this.inheritXattrs(rootWork, parent?.root ? ({ ...parent.root, name: '' } as TreeNode) : undefined);
       const res = await this.walkDir(this.rootDir, '', parent?.nodes, rootWork);
       this.flushBatch();
@@ -358,6 +359,36 @@ class TreeBackup {
       this.log.warn(`cannot load the parent's tree for "${rel || '/'}" (${(err as Error).message}); reading its files again`);
       return undefined;
     }
+  }
+
+  /**
+   * Incrementals: the walk is all metadata, one synchronous syscall at a time,
+   * so a cold device makes it wait on every directory block and inode table.
+   * Reader threads walk ahead over the same tree (split into up to 32
+   * subtrees, in the walk's order) so the kernel's caches are warm when the
+   * main thread gets there.
+   */
+  private warmMetadata(): void {
+    let frontier = [this.rootDir];
+    for (let depth = 0; depth < 4 && frontier.length < 32; depth++) {
+      const next: string[] = [];
+      for (const d of frontier) {
+        let ents: fs.Dirent[];
+        try {
+          ents = fs.readdirSync(d, { withFileTypes: true });
+        } catch {
+          continue;
+        }
+        const subs = ents.filter((e) => e.isDirectory()).map((e) => e.name);
+        subs.sort();
+        for (const n of subs) next.push(d + '/' + n);
+      }
+      if (next.length === 0) break;
+      frontier = next;
+    }
+    if (frontier.length === 1 && frontier[0] === this.rootDir) return;
+    const pool = this.getPool();
+    for (const d of frontier) pool.warm([d]).catch(noop);
   }
 
   // ---- xattrs of incrementals ------------------------------------------------

@@ -96,8 +96,23 @@ function writeOne(f, u8) {
     fs.closeSync(fd);
   }
 }
+function warm(dir) {
+  let names;
+  try { names = fs.readdirSync(dir, { withFileTypes: true }); } catch { return; }
+  names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const sub = [];
+  for (const d of names) {
+    const p = dir + '/' + d.name;
+    try { fs.lstatSync(p, { throwIfNoEntry: false }); } catch {}
+    if (d.isDirectory()) sub.push(p);
+  }
+  for (const p of sub) warm(p);
+}
 parentPort.on('message', (m) => {
-  if (m.kind === 'write') {
+  if (m.kind === 'warm') {
+    for (const d of m.paths) warm(d);
+    parentPort.postMessage({ id: m.id, buf: null });
+  } else if (m.kind === 'write') {
     const u8 = new Uint8Array(m.buf);
     const n = m.paths.length;
     const results = new Array(n).fill(null);
@@ -300,6 +315,14 @@ export class IoPool {
     }
     const m = await this.send({ kind: 'write', paths, nums, buf: ab }, [ab]);
     return m.results!;
+  }
+
+  /**
+   * Walk these directory trees (readdir + lstat of every entry, in name order)
+   * to bring their metadata into the kernel's caches ahead of the main walk.
+   */
+  async warm(paths: string[]): Promise<void> {
+    await this.send({ kind: 'warm', paths });
   }
 
   /** Stop the threads; requests in flight are rejected. */
