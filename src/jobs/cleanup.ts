@@ -72,7 +72,9 @@ export async function cleanupLeftovers(catalog: Catalog, provider: VolumeProvide
   }
   // Cloud resources tagged as ours that the catalog does not know.
   if (provider?.listLeftovers) {
-    const running = new Set(catalog.listBackups({ status: 'running' }).map((b) => b.id));
+    // Jobs still running here (a backup row, or resources of a live process) keep theirs.
+    const running = new Set([...catalog.listBackups({ status: 'running' }).map((b) => b.id), ...open.filter((r) => alive(r.pid)).map((r) => r.jobId)]);
+    for (const r of open) if (alive(r.pid) && r.ref) seenRefs.add(r.ref);
     const left = await provider.listLeftovers({ host: o.host });
     for (const v of left.volumes) {
       if (seenRefs.has(v.id) || running.has(v.metadata['permafrost:job'] ?? '')) continue;

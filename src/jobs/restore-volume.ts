@@ -25,7 +25,7 @@ import { Repository } from '../repository/repository.js';
 import { log } from '../util/log.js';
 import { mkfs, mountReadWrite, umount } from '../util/mounts.js';
 import type { Progress } from '../util/progress.js';
-import type { ConnectorProperties, VolumeProvider, VolumeRecord } from '../volume/provider.js';
+import type { ConnectorProperties, CreateVolumeOptions, VolumeProvider, VolumeRecord } from '../volume/provider.js';
 import { attachForJob } from './attach.js';
 import { CleanupStack } from './cleanup-stack.js';
 
@@ -175,7 +175,11 @@ export async function restoreToVolume(repo: Repository, catalog: Catalog, provid
 
 /** A new volume from the saved record; type and zone only where they still exist. */
 async function createFromRecord(provider: VolumeProvider, m: Manifest, rec: VolumeRecord, size: number, name: string, warnings: string[]): Promise<VolumeRecord> {
-  const base = { name, size, description: rec.description ?? `restored from Permafrost backup ${m.id}`, metadata: { ...rec.metadata, 'permafrost:restored-from': m.id } };
+  const base: CreateVolumeOptions & { sizeBytes?: number } = { name, size, description: rec.description ?? `restored from Permafrost backup ${m.id}`, metadata: { ...rec.metadata, 'permafrost:restored-from': m.id } };
+  // The local provider takes exact sizes: a 256 MiB volume comes back as 256 MiB, not as a whole GiB
+  // (a block backup of a partitioned volume then keeps its GPT backup header at the end).
+  const exact = Number((m.engineInfo as { size?: number } | undefined)?.size ?? (rec as { sizeBytes?: number }).sizeBytes ?? 0);
+  if (provider.kind === 'local' && Number.isSafeInteger(exact) && exact > 0 && exact % 512 === 0 && exact <= size * GiB) base.sizeBytes = exact;
   try {
     return await provider.createVolume({ ...base, volumeType: rec.volumeType, availabilityZone: rec.availabilityZone });
   } catch (err) {
