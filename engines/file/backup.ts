@@ -57,7 +57,7 @@ export interface BackupTreeOptions {
 /** Block size of large-file reads. */
 const READ_SIZE = 8 << 20;
 /** Blocks of one large file requested ahead of the chunker. */
-const LARGE_WINDOW = 3;
+const LARGE_WINDOW = 2;
 /** Large files read at the same time. */
 const LARGE_FILES = 2;
 /** A batch of small files for one reader request: at most this many files or bytes. */
@@ -199,8 +199,8 @@ class TreeBackup {
     new Chunker(this.chunkOpts); // validate early
     this.excludes = compileExcludes(opts.excludes);
     this.readers = Math.max(0, Math.floor(opts.readers ?? 8));
-    this.maxBatches = Math.max(2, this.readers * 2);
-    this.maxInflight = Math.max(this.chunkOpts.maxSize * 2, opts.maxInflightBytes ?? 64 << 20);
+    this.maxBatches = this.readers + 2;
+    this.maxInflight = Math.max(this.chunkOpts.maxSize * 2, opts.maxInflightBytes ?? 32 << 20);
     let flags = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
     if (process.getuid?.() === 0 && C.O_NOATIME) flags |= C.O_NOATIME;
     this.openFlags = flags;

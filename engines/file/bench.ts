@@ -8,7 +8,8 @@
  * --gen DIR builds a synthetic tree there first (100k files of 50 B – 8 KiB in 5k
  * directories; --files/--dirs change it). --repo local uses the real Repository
  * (encrypted, zstd on worker threads) in a temporary directory; mem (default) an
- * in-memory store, which shows the engine's own cost. --cold drops the page
+ * in-memory store, which shows the engine's own cost; null hashes and forgets
+ * (backup phases only: the engine's own memory). --cold drops the page
  * cache before each phase (root). --prof PHASE writes PHASE.cpuprofile (main
  * thread) into the current directory. Prints wall time, process CPU, RSS and stats.
  */
@@ -74,6 +75,7 @@ function dropCaches(): void {
 async function main(): Promise<void> {
   const phases = (opt('--phases') ?? 'chunker,full,nochange,incremental,restore,tar').split(',');
   const readers = Number(opt('--readers', '8'));
+  const maxInflightBytes = opt('--inflight-mib') ? Number(opt('--inflight-mib')) << 20 : undefined;
   const cold = args.includes('--cold');
   const work = fs.mkdtempSync(join(opt('--work') ?? tmpdir(), 'pf-file-bench-'));
   let data = opt('--data');
@@ -93,6 +95,23 @@ async function main(): Promise<void> {
     fs.writeFileSync(join(work, 'key'), randomBytes(32).toString('hex'));
     real = await Repository.init(new LocalStorage(join(work, 'repo')), { keyFile: join(work, 'key') });
     repo = real;
+  } else if (opt('--repo') === 'null') {
+    // Hash and forget: the engine's own cost and memory, backup phases only.
+    const m = new MemStore();
+    const seen = new Set<string>();
+    repo = {
+      hash: (d) => m.hash(d),
+      has: (id) => seen.has(id),
+      saveBlob: async (_t, d, id) => {
+        const bid = id ?? m.hash(d);
+        const isNew = !seen.has(bid);
+        seen.add(bid);
+        return { id: bid, isNew, storedSize: isNew ? d.length : 0 };
+      },
+      loadBlob: async () => {
+        throw new Error('--repo null cannot load');
+      },
+    };
   } else repo = new MemStore();
   const ctx = (): EngineContext => ({ repo, signal: new AbortController().signal, progress: noProgress, log: quiet });
   const flush = async () => {
@@ -109,11 +128,17 @@ async function main(): Promise<void> {
     }
     const t = performance.now();
     const c = process.cpuUsage();
+    let peak = { rss: 0, heapUsed: 0, arrayBuffers: 0 };
+    const sampler = setInterval(() => {
+      const m = process.memoryUsage();
+      if (m.rss > peak.rss) peak = { rss: m.rss, heapUsed: m.heapUsed, arrayBuffers: m.arrayBuffers };
+    }, 100);
     const r = await fn();
+    clearInterval(sampler);
     const cu = process.cpuUsage(c);
-    const rss = process.memoryUsage().rss / 1048576;
+    const rss = peak.rss / 1048576;
     console.log(
-      `${name.padEnd(12)} ${((performance.now() - t) / 1000).toFixed(2).padStart(7)} s  cpu ${((cu.user + cu.system) / 1e6).toFixed(2).padStart(6)} s  rss ${rss.toFixed(0).padStart(4)} MiB  ${describe ? describe(r) : ''}`,
+      `${name.padEnd(12)} ${((performance.now() - t) / 1000).toFixed(2).padStart(7)} s  cpu ${((cu.user + cu.system) / 1e6).toFixed(2).padStart(6)} s  peak rss ${rss.toFixed(0).padStart(4)} MiB (heap ${(peak.heapUsed / 1048576).toFixed(0)}, buffers ${(peak.arrayBuffers / 1048576).toFixed(0)})  ${describe ? describe(r) : ''}`,
     );
     if (prof === name) {
       const { profile } = await session.post('Profiler.stop');
@@ -133,7 +158,7 @@ async function main(): Promise<void> {
         await timed(
           'full',
           async () => {
-            const r = await backupTree(data!, { readers }, ctx());
+            const r = await backupTree(data!, { readers, maxInflightBytes }, ctx());
             await flush();
             return r;
           },
@@ -147,7 +172,7 @@ async function main(): Promise<void> {
         await timed(
           'nochange',
           async () => {
-            const r = await backupTree(data!, { readers, parentRoot: parent }, ctx());
+            const r = await backupTree(data!, { readers, maxInflightBytes, parentRoot: parent }, ctx());
             await flush();
             return r;
           },
@@ -173,7 +198,7 @@ async function main(): Promise<void> {
         await timed(
           'incremental',
           async () => {
-            const r = await backupTree(data!, { readers, parentRoot: parent }, ctx());
+            const r = await backupTree(data!, { readers, maxInflightBytes, parentRoot: parent }, ctx());
             await flush();
             return r;
           },

@@ -125,9 +125,7 @@ parentPort.on('message', (m) => {
     }
     parentPort.postMessage({ id: m.id, buf: null, results });
   } else if (m.kind === 'batch') {
-    let total = 0;
-    for (const s of m.sizes) total += s;
-    const buf = new ArrayBuffer(total);
+    const buf = m.buf;
     const u8 = new Uint8Array(buf);
     const lens = new Array(m.paths.length);
     const errors = new Array(m.paths.length).fill(null);
@@ -152,11 +150,10 @@ parentPort.on('message', (m) => {
     try {
       fd = fs.openSync(m.path, flags);
       if (m.check && !fs.fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ECHANGED' });
-      const buf = new ArrayBuffer(m.length);
-      const n = readInto(fd, new Uint8Array(buf), 0, m.length, m.offset);
-      parentPort.postMessage({ id: m.id, buf, n, error: null }, [buf]);
+      const n = readInto(fd, new Uint8Array(m.buf), 0, m.length, m.offset);
+      parentPort.postMessage({ id: m.id, buf: m.buf, n, error: null }, [m.buf]);
     } catch (e) {
-      parentPort.postMessage({ id: m.id, buf: null, n: 0, error: e && e.code ? e.code : String(e && e.message || e) });
+      parentPort.postMessage({ id: m.id, buf: m.buf, n: 0, error: e && e.code ? e.code : String(e && e.message || e) }, [m.buf]);
     } finally {
       if (fd >= 0) try { fs.closeSync(fd); } catch {}
     }
@@ -267,7 +264,12 @@ export class IoPool {
 
   /** Read whole small files (at most `sizes[i]` bytes each) in one request. */
   async readBatch(paths: string[], sizes: number[]): Promise<BatchResult> {
-    const m = await this.send({ kind: 'batch', paths, sizes });
+    // Buffers are allocated here and lent to the thread: memory allocated by
+    // worker threads and freed on the main thread stays in their malloc arenas.
+    let total = 0;
+    for (const s of sizes) total += s;
+    const buf = new ArrayBuffer(total);
+    const m = await this.send({ kind: 'batch', paths, sizes, buf }, [buf]);
     const offsets = new Array<number>(sizes.length);
     let off = 0;
     for (let i = 0; i < sizes.length; i++) {
@@ -279,7 +281,8 @@ export class IoPool {
 
   /** Read up to `length` bytes at `offset` (fewer at the end of the file). `check`: verify it is still a regular file. */
   async readBlock(path: string, offset: number, length: number, check: boolean): Promise<BlockResult> {
-    const m = await this.send({ kind: 'block', path, offset, length, check });
+    const buf = new ArrayBuffer(length);
+    const m = await this.send({ kind: 'block', path, offset, length, check, buf }, [buf]);
     if (m.error) return { buf: Buffer.alloc(0), error: m.error };
     return { buf: Buffer.from(m.buf!, 0, m.n!), error: null };
   }
