@@ -141,4 +141,46 @@ describe.skipIf(reason !== undefined)('volume backup killed with SIGKILL, then p
     expect(await lab.leftovers()).toEqual(CLEAN);
     expect(lab.catalogOpen()).toEqual({ resources: [], running: [] });
   }, 300_000);
+
+  it('SIGTERM during the engine run: the job unwinds by itself (exit 130), nothing is left and cleanup finds nothing', async () => {
+    let started: () => void;
+    const seen = new Promise<void>((r) => (started = r));
+    const run = lab.spawn(['-v', 'backup', '--volume', 'big', '--full'], (l) => {
+      if (/\(file engine\)/.test(l)) started();
+    });
+    await Promise.race([seen, run.exited.then(() => Promise.reject(new Error(run.stderr())))]);
+    await sleep(1000);
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(130);
+    expect(run.stderr()).toMatch(/SIGTERM received: stopping cleanly/);
+    expect(await lab.leftovers()).toEqual(CLEAN);
+    expect(lab.catalogOpen()).toEqual({ resources: [], running: [] });
+    const c = await lab.cli(['cleanup']);
+    expect(c.stdout).toMatch(/nothing to clean up/);
+  }, 300_000);
+
+  it('a restore killed while it writes files: cleanup detaches and deletes the half-restored volume', async () => {
+    const last = (await lab.ok(['list', '--volume-id', volumeId, '--status', 'complete'])).backups.at(-1) as { id: string };
+    let started: () => void;
+    const seen = new Promise<void>((r) => (started = r));
+    const run = lab.spawn(['-v', 'restore', last.id, '--to-volume', 'new', '--name', 'half-restored'], (l) => {
+      if (/created ext4 on/.test(l)) started();
+    });
+    await Promise.race([seen, run.exited.then(() => Promise.reject(new Error(run.stderr())))]);
+    await sleep(800);
+    run.child.kill('SIGKILL');
+    await run.exited;
+    expect(await lab.volumeNames()).toEqual(['big', 'half-restored']);
+    expect((await lab.leftovers()).mounts.length).toBe(1);
+    for (let i = 0; i < 100 && processesMentioning(lab.dir).length > 0; i++) await sleep(100);
+
+    const c = await lab.cli(['cleanup'], { json: true });
+    expect(c.code, c.stderr).toBe(0);
+    expect(c.json.failed).toEqual([]);
+    expect(new Set((c.json.removed as { kind: string }[]).map((r) => r.kind))).toEqual(new Set(['mount', 'device', 'attachment', 'volume']));
+    log.push(`restore killed while writing: cleanup removed ${(c.json.removed as { kind: string }[]).map((r) => r.kind).join(', ')}`);
+    expect(await lab.volumeNames()).toEqual(['big']);
+    expect(await lab.leftovers()).toEqual(CLEAN);
+    expect(lab.catalogOpen()).toEqual({ resources: [], running: [] });
+  }, 300_000);
 });
