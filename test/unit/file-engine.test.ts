@@ -275,6 +275,35 @@ describe('file engine: backup and restore', () => {
     await expect(restoreTree(root, dir('abort'), {}, memContext(store, ac.signal))).rejects.toBeInstanceOf(InterruptedError);
   });
 
+  it('stops cleanly when aborted in the middle', async () => {
+    const d = dir('abort-mid');
+    for (let i = 0; i < 40; i++) {
+      fs.mkdirSync(join(d, `d${i}`));
+      for (let j = 0; j < 50; j++) fs.writeFileSync(join(d, `d${i}/f${j}`), randomBytes(2000));
+    }
+    fs.writeFileSync(join(d, 'big'), randomBytes(20 << 20));
+    const s = new MemStore();
+    for (const delay of [1, 20, 60]) {
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), delay);
+      const res = await backupTree(d, {}, memContext(s, ac.signal)).then(
+        () => 'done',
+        (err: unknown) => err,
+      );
+      if (res !== 'done') expect(res).toBeInstanceOf(InterruptedError);
+    }
+    const { root } = await backup(s, d);
+    for (const delay of [1, 30]) {
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), delay);
+      const res = await restoreTree(root, dir('abort-mid-out'), {}, memContext(s, ac.signal)).then(
+        () => 'done',
+        (err: unknown) => err,
+      );
+      if (res !== 'done') expect(res).toBeInstanceOf(InterruptedError);
+    }
+  });
+
   it('fails the backup when the repository fails', async () => {
     const s = new MemStore();
     s.failSaves = new Error('disk on fire');
