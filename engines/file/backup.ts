@@ -22,7 +22,7 @@
 import * as fs from 'node:fs';
 import { constants as C } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
-import { InterruptedError } from '../../src/errors.js';
+import { InterruptedError, UsageError, fromSystemError } from '../../src/errors.js';
 import type { BlobId, BackupStats, BlobType } from '../../src/repository/types.js';
 import { emptyStats } from '../../src/repository/types.js';
 import type { EngineBackupResult, EngineContext } from '../engine.js';
@@ -31,7 +31,7 @@ import { compileExcludes, type PathMatcher } from './select.js';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
 import { Semaphore } from './limit.js';
 import { IoPool, type BlockResult } from './iopool.js';
-import { readXattrs, startXattrScan, type XattrScan, type Xattrs } from './xattr.js';
+import { hasTool, readXattrs, startXattrScan, type XattrScan, type Xattrs } from './xattr.js';
 
 /** Options of backupTree. */
 export interface BackupTreeOptions {
@@ -208,8 +208,13 @@ class TreeBackup {
 
   async run(): Promise<EngineBackupResult> {
     this.checkAbort();
-    const rootSt = fs.lstatSync(this.rootDir, { bigint: true });
-    if (!rootSt.isDirectory()) throw new Error(`${this.rootDir} is not a directory`);
+    let rootSt: BigIntStats;
+    try {
+      rootSt = fs.lstatSync(this.rootDir, { bigint: true });
+    } catch (err) {
+      throw fromSystemError(err, `cannot back up ${this.rootDir}`);
+    }
+    if (!rootSt.isDirectory()) throw new UsageError(`cannot back up ${this.rootDir}: not a directory`);
     this.rootDev = rootSt.dev;
     if (this.opts.xattrs !== false) {
       if (this.opts.parentRoot) this.xTargeted = true;
@@ -236,7 +241,7 @@ class TreeBackup {
         stats: this.stats,
         info: {
           chunker: { minSize: this.chunkOpts.minSize, avgSize: this.chunkOpts.avgSize, maxSize: this.chunkOpts.maxSize, seed: this.chunkOpts.seed },
-          xattrs: this.opts.xattrs === false ? 'off' : 'getfattr',
+          xattrs: this.opts.xattrs === false ? 'off' : hasTool('getfattr') ? 'getfattr' : 'unavailable',
         },
       };
     } catch (err) {
