@@ -13,10 +13,10 @@ import { backupTree } from '../../engines/file/backup.js';
 import { backupDevice } from '../../engines/block/backup.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { ScriptConnectorOptions } from '../connectors/script.js';
-import { CloudError, UsageError, throwIfAborted } from '../errors.js';
+import { CloudError, DeviceError, UsageError, throwIfAborted } from '../errors.js';
 import type { FilesystemInfo, Manifest } from '../repository/manifest.js';
 import { Repository } from '../repository/repository.js';
-import { detectFilesystem } from '../util/fs-detect.js';
+import { detectFilesystem, isMountable } from '../util/fs-detect.js';
 import { mountReadOnly, umount } from '../util/mounts.js';
 import { log } from '../util/log.js';
 import type { Progress } from '../util/progress.js';
@@ -152,23 +152,35 @@ export async function backupVolume(repo: Repository, catalog: Catalog, provider:
     let engine: 'file' | 'block' = o.engine === 'block' ? 'block' : 'file';
     let filesystem: FilesystemInfo | undefined;
     if (engine === 'file') {
-      if (!fs?.type || fs.ptType) {
-        if (o.engine === 'file')
-          throw new UsageError(`volume ${vol.id} has ${fs?.ptType ? `a partition table (${fs.ptType})` : 'no filesystem this node can mount'}; use --engine block`);
-        log.info(`volume ${vol.name || vol.id}: ${fs?.ptType ? `partition table (${fs.ptType})` : 'no mountable filesystem'}, using the block engine`);
+      // swap, LVM2_member, crypto_LUKS, ... are signatures, not filesystems the file engine can mount.
+      if (!isMountable(fs?.type) || fs?.ptType) {
+        const what = fs?.ptType ? `a partition table (${fs.ptType})` : fs?.type ? `${fs.type}, not a filesystem this node mounts` : 'no filesystem this node can mount';
+        if (o.engine === 'file') throw new UsageError(`volume ${vol.id} has ${what}; use --engine block`);
+        log.info(`volume ${vol.name || vol.id}: ${fs?.ptType ? `partition table (${fs.ptType})` : fs?.type ? `${fs.type}, not mountable` : 'no mountable filesystem'}, using the block engine`);
         engine = 'block';
-      } else filesystem = { type: fs.type, uuid: fs.uuid, label: fs.label };
+      } else filesystem = { type: fs!.type!, uuid: fs!.uuid, label: fs!.label };
     }
 
     let mountpoint: string | undefined;
     if (engine === 'file') {
-      mountpoint = join(o.stateDir, 'mnt', jobId);
-      mkdirSync(mountpoint, { recursive: true });
-      const mrow = catalog.planResource(jobId, 'mount', { ref: mountpoint, host: o.host });
-      cleanup.push(`remove mount point ${mountpoint}`, async () => rmdirSync(mountpoint!));
-      await mountReadOnly(dev.path, mountpoint, filesystem!.type);
-      catalog.resourceCreated(mrow, mountpoint);
-      cleanup.push(`unmount ${mountpoint}`, () => umount(mountpoint!), mrow);
+      const mp = join(o.stateDir, 'mnt', jobId);
+      mountpoint = mp;
+      mkdirSync(mp, { recursive: true });
+      const mrow = catalog.planResource(jobId, 'mount', { ref: mp, host: o.host });
+      cleanup.push(`remove mount point ${mp}`, async () => rmdirSync(mp));
+      try {
+        await mountReadOnly(dev.path, mp, filesystem!.type);
+        catalog.resourceCreated(mrow, mp);
+        cleanup.push(`unmount ${mp}`, () => umount(mp), mrow);
+      } catch (err) {
+        // auto: a filesystem this kernel will not mount (damaged, unsupported features) is still backed up, as blocks.
+        catalog.resourceRemoved(mrow); // not mounted (the mount point goes with the step above)
+        if (o.engine === 'file' || !(err instanceof DeviceError)) throw err;
+        log.warn(`volume ${vol.name || vol.id}: ${err.message}; using the block engine`);
+        engine = 'block';
+        filesystem = undefined;
+        mountpoint = undefined;
+      }
     }
 
     const record: VolumeRecord = { ...vol };

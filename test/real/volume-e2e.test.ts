@@ -215,6 +215,37 @@ describe.skipIf(reason !== undefined)('volume backups end to end (local provider
     await finish(['parted', 'parted-restored']);
   }, 300_000);
 
+  it('swap and a damaged ext4 (superblock found, mount refused) are backed up as blocks; --engine file refuses them', async () => {
+    const sw = await lab.createVolume('swap', '64M', 'none');
+    sh('mkswap', ['-q', lab.image(sw.id)]);
+    const br = await lab.createVolume('damaged', '64M', 'ext4');
+    // Zero the group descriptors (1 KiB blocks on 64 MiB: block 2 on): blkid still sees ext4, mount fails.
+    sh('dd', ['if=/dev/zero', `of=${lab.image(br.id)}`, 'bs=1024', 'seek=2', 'count=8', 'conv=notrunc', 'status=none']);
+    expect(blkid(lab.image(br.id)).TYPE).toBe('ext4');
+
+    const s = await lab.cli(['backup', '--volume', 'swap'], { json: true });
+    expect(s.code, s.stderr).toBe(0);
+    expect(s.stderr).toMatch(/swap, not mountable, using the block engine/);
+    expect(s.json).toMatchObject({ engine: 'block' });
+    const d = await lab.cli(['backup', '--volume', 'damaged'], { json: true });
+    expect(d.code, d.stderr).toBe(0);
+    expect(d.stderr).toMatch(/cannot mount [\s\S]*; using the block engine/);
+    expect(d.json).toMatchObject({ engine: 'block' });
+    expect(await lab.leftovers()).toEqual(CLEAN);
+
+    const fs = await lab.cli(['backup', '--volume', 'swap', '--engine', 'file']);
+    expect(fs.code).toBe(2);
+    expect(fs.stderr).toMatch(/has swap, not a filesystem this node mounts; use --engine block/);
+    const fd = await lab.cli(['backup', '--volume', 'damaged', '--engine', 'file']);
+    expect(fd.code).toBe(18);
+    expect(fd.stderr).toMatch(/cannot mount/);
+    // The block backup restores the damaged image bit for bit.
+    const r = await lab.ok(['restore', d.json.id, '--to-volume', 'new', '--name', 'damaged-restored']);
+    expect(r.volume.sizeBytes).toBe(br.sizeBytes);
+    expect(sha256File(lab.image(r.volume.id))).toBe(sha256File(lab.image(br.id)));
+    await finish(['swap', 'damaged', 'damaged-restored']);
+  }, 300_000);
+
   it('an in-use volume: --cold is refused (exit 2, nothing created), a hot backup of it works; restore refuses an in-use target, --recreate-vol-on-error restores into a clone, --meta-override', async () => {
     const vol = await lab.createVolume('live', '512M', 'ext4');
     const p = lab.provider();
