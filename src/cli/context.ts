@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { Catalog } from '../catalog/catalog.js';
 import { type Config, loadConfig } from '../config/config.js';
-import { UsageError } from '../errors.js';
+import { ConfigError, IntegrityError, UsageError, fromSystemError } from '../errors.js';
 import { Repository } from '../repository/repository.js';
 import { openStorage } from '../storage/index.js';
 import type { Storage } from '../storage/storage.js';
@@ -80,8 +80,30 @@ export class Context {
     return repo;
   }
 
+  /** Where this agent's catalog lives. */
+  get catalogPath(): string {
+    return join(this.config.stateDir, 'catalog.db');
+  }
+
+  /**
+   * The catalog. A damaged catalog file is an IntegrityError that says how to recover (it is a
+   * cache: `catalog rebuild` recreates it from the repository); a state directory this process
+   * cannot use is a configuration error naming it.
+   */
   catalog(): Catalog {
-    this.#catalog ??= new Catalog(join(this.config.stateDir, 'catalog.db'));
+    if (this.#catalog) return this.#catalog;
+    const path = this.catalogPath;
+    try {
+      this.#catalog = new Catalog(path);
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      const msg = (err as Error).message;
+      if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT')
+        throw new IntegrityError(`catalog ${path} is damaged (${msg}): run "permafrost catalog rebuild" to recreate it from the repository`, { cause: err });
+      if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOTDIR' || code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY')
+        throw new ConfigError(`cannot use the catalog ${path} (${msg}): check [agent] state_dir / --state-dir (${this.config.where('agent', 'state_dir')})`, { cause: err });
+      throw fromSystemError(err, `catalog ${path}`);
+    }
     return this.#catalog;
   }
 

@@ -77,6 +77,8 @@ interface BuildInfo {
   dir: string;
   fingerprint: string;
   builtAt: string;
+  /** The test run that built it (vitest's main process: the parent of every test file's fork). */
+  runner?: number;
 }
 
 function readCurrent(): BuildInfo | undefined {
@@ -142,7 +144,9 @@ export async function prepareCli(): Promise<string> {
   if (entry) return entry;
   const fp = sourceFingerprint();
   const cur = readCurrent();
-  if (cur?.fingerprint === fp) return (entry = join(cur.dir, 'entry.mjs'));
+  // One build per test run: test files started later in the same run use it even when other
+  // engineers' edits changed the sources meanwhile (each file would otherwise rebuild).
+  if (cur?.fingerprint === fp || (cur?.runner !== undefined && cur.runner === process.ppid)) return (entry = join(cur.dir, 'entry.mjs'));
   const before = cur?.builtAt;
   await takeLock();
   try {
@@ -161,7 +165,7 @@ export async function prepareCli(): Promise<string> {
       "// Same as bin/permafrost.js, for this private build.\nimport { runCli } from './src/cli/run.js';\nprocess.exitCode = await runCli(process.argv.slice(2));\n",
     );
     const tmp = `${CURRENT}.tmp-${process.pid}`;
-    writeFileSync(tmp, JSON.stringify({ dir, fingerprint: fp, builtAt: new Date().toISOString() } satisfies BuildInfo));
+    writeFileSync(tmp, JSON.stringify({ dir, fingerprint: fp, builtAt: new Date().toISOString(), runner: process.ppid } satisfies BuildInfo));
     renameSync(tmp, CURRENT);
     console.warn(`[cli helper] built the CLI into ${dir} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     // Old builds another test file may still be using are kept for a while.

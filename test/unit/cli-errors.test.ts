@@ -430,6 +430,30 @@ describe.concurrent('damaged repositories', () => {
   });
 });
 
+describe.concurrent('the local catalog', () => {
+  it('a damaged catalog: one message naming it and the way out (14); catalog rebuild recovers', async () => {
+    const s = copyOfBase();
+    mkdirSync(s.state, { recursive: true });
+    writeFileSync(join(s.state, 'catalog.db'), 'not a database, not a database, not a database, not a database\n'.repeat(20));
+    expectOneError(await s.run(['list']), 14, /catalog .*catalog\.db is damaged .*permafrost catalog rebuild/);
+    expectJsonError(await s.run(['backup', '--path', base.path('src'), '--json']), 14, 'integrity', /is damaged/);
+    const r = await s.run(['catalog', 'rebuild', '--json']);
+    expect(r.code, describeRun(r)).toBe(0);
+    expect(jsonOf(r)).toMatchObject({ backups: 1, unreadable: [] });
+    expect(r.stderr).toMatch(/the catalog was damaged; moved it to .*catalog\.db\.damaged-/);
+    expect(readdirSync(s.state).some((f) => f.startsWith('catalog.db.damaged-'))).toBe(true);
+    const l = jsonOf(await s.ok(['list', '--json']));
+    expect(l.backups.map((b: { id: string }) => b.id)).toEqual([baseId]);
+  });
+
+  it('a state directory that cannot be one → 2 naming it', async () => {
+    const s = copyOfBase();
+    const r = await s.run(['--state-dir', join(s.config, 'state'), 'list'], { repo: true });
+    // --state-dir given twice: the last one wins (commander), here the unusable one.
+    expectOneError(r, 2, /cannot use the catalog .*agent\.ini\/state\/catalog\.db \(ENOTDIR/);
+  });
+});
+
 describe('full disk', () => {
   const why = !isRoot ? 'needs root to mount a tmpfs' : spawnSync('mount', ['--version']).status !== 0 ? 'no mount(8)' : undefined;
   if (why) console.warn(`[cli-errors] skipping the full-disk test: ${why}`);

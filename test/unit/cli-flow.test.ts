@@ -177,6 +177,35 @@ describe.each([
     expect(b.stats.filesRead).toBe(0);
   });
 
+  it('two backups at the same time both commit (shared locks); check passes', async () => {
+    const [a, b] = await Promise.all([
+      sb.ok(['backup', '--path', join(src, 'sub'), '--name', 'sub', '--json']),
+      sb.ok(['backup', '--path', join(src, 'private'), '--name', 'private', '--json']),
+    ]);
+    const ids = [jsonOf(a).id, jsonOf(b).id];
+    const doc = jsonOf<ListDoc>(await sb.ok(['list', '--json']));
+    for (const id of ids) expect(doc.backups.find((x) => x.id === id)?.status).toBe('complete');
+    await sb.ok(['check', '--read-data']);
+    expect(repoFiles(sb.repo, 'locks/')).toEqual([]);
+  });
+
+  it('restores every one of many small files', async () => {
+    const many = sb.path('many');
+    for (let d = 0; d < 4; d++) {
+      mkdirSync(join(many, `d${d}`), { recursive: true });
+      for (let i = 0; i < 150; i++) writeFileSync(join(many, `d${d}`, `f${i}`), `${d}/${i} `.repeat(1 + ((i * 97) % 5000)));
+    }
+    const b = jsonOf(await sb.ok(['backup', '--path', many, '--name', 'many', '--json']));
+    expect(b.stats.files).toBe(600);
+    const snap = snapshotTree(many);
+    for (let round = 0; round < 2; round++) {
+      const out = sb.path(`many-out-${round}`);
+      const r = jsonOf(await sb.ok(['restore', b.id, '--target-dir', out, '--json']));
+      expect(r).toMatchObject({ files: 600, errors: 0 });
+      expect(diffTrees(snap, snapshotTree(out))).toEqual([]);
+    }
+  });
+
   it.runIf(encrypted)('the encrypted repository holds no plaintext', () => {
     const marker = `flow-${encrypted} line of text`;
     for (const f of repoFiles(sb.repo)) expect(readFileSync(join(sb.repo, f)).includes(marker), f).toBe(false);

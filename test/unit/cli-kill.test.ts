@@ -207,6 +207,21 @@ describe('SIGINT and SIGTERM during a backup', () => {
     await interrupt('SIGTERM', 'committing', false);
   });
 
+  it('SIGINT during check --read-data → 130, never "no errors found"', async () => {
+    const before = new Set(repoFiles(sb.repo, 'locks/'));
+    const p = sb.start(['check', '--read-data']);
+    let done = false;
+    void p.result.then(() => (done = true));
+    // The check holds its (shared) lock once it runs: then the signal handlers are in place.
+    while (!repoFiles(sb.repo, 'locks/').some((f) => !before.has(f)) && !done) await sleep(10);
+    p.child.kill('SIGINT');
+    const r = await p.result;
+    expect(r.code, describeRun(r)).toBe(130);
+    expect(r.stdout).not.toMatch(/no errors found/);
+    expect(errorLines(r)).toEqual(['error: interrupted']);
+    expect(repoFiles(sb.repo, 'locks/').filter((f) => !before.has(f))).toEqual([]);
+  });
+
   it('the repository takes the next backup', async () => {
     const b = jsonOf(await sb.ok(['backup', '--path', src, '--name', 'sig-SIGINT-working', '--json']));
     expect(b.stats.errors).toBe(0);
