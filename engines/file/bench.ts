@@ -3,7 +3,8 @@
  * and borg is `npm run bench`, scripts/bench/).
  *
  *   node --import tsx engines/file/bench.ts [--data DIR | --gen DIR] [--repo mem|local]
- *        [--cold] [--readers N] [--phases chunker,full,nochange,incremental,restore,tar]
+ *        [--cold] [--readers N] [--writers N [--writers2 M]] [--inflight-mib N]
+ *        [--phases chunker,full,nochange,incremental,restore,tar] [--prof PHASE]
  *
  * --gen DIR builds a synthetic tree there first (100k files of 50 B – 8 KiB in 5k
  * directories; --files/--dirs change it). --repo local uses the real Repository
@@ -75,6 +76,7 @@ function dropCaches(): void {
 async function main(): Promise<void> {
   const phases = (opt('--phases') ?? 'chunker,full,nochange,incremental,restore,tar').split(',');
   const readers = Number(opt('--readers', '8'));
+  const writers = opt('--writers') === undefined ? undefined : Number(opt('--writers'));
   const maxInflightBytes = opt('--inflight-mib') ? Number(opt('--inflight-mib')) << 20 : undefined;
   const cold = args.includes('--cold');
   const work = fs.mkdtempSync(join(opt('--work') ?? tmpdir(), 'pf-file-bench-'));
@@ -210,8 +212,10 @@ async function main(): Promise<void> {
     if (phases.includes('restore') && root) {
       const out = join(work, 'restore');
       const r0 = root;
-      await timed('restore', () => restoreTree(r0, out, {}, ctx()), (r) => JSON.stringify(r));
-      fs.rmSync(out, { recursive: true, force: true });
+      for (const w of writers === undefined ? [undefined] : [writers, ...(opt('--writers2') ? [Number(opt('--writers2'))] : [])]) {
+        await timed(`restore${w === undefined ? '' : ` w=${w}`}`, () => restoreTree(r0, out, { writers: w }, ctx()), (r) => JSON.stringify(r));
+        fs.rmSync(out, { recursive: true, force: true });
+      }
     }
     if (phases.includes('tar') && root) {
       let bytes = 0;
