@@ -8,10 +8,8 @@
  * and they are reported as garbage for prune.
  */
 import pLimit from 'p-limit';
-import { IntegrityError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import type { Progress } from '../util/progress.js';
-import { decodeStructured, plainHash } from './crypto.js';
-import { type IndexFile, MasterIndex } from './index.js';
 import type { Manifest } from './manifest.js';
 import { parsePack } from './pack.js';
 import type { Repository } from './repository.js';
@@ -41,7 +39,7 @@ export interface CheckResult {
 
 export function parseSubset(text: string): { n: number; m: number } {
   const m = /^(\d+)\/(\d+)$/.exec(text);
-  if (!m || Number(m[1]) < 1 || Number(m[1]) > Number(m[2])) throw new IntegrityError(`bad subset "${text}": expected n/m with 1 ≤ n ≤ m`);
+  if (!m || Number(m[1]) < 1 || Number(m[1]) > Number(m[2])) throw new UsageError(`bad subset "${text}": expected n/m with 1 ≤ n ≤ m`);
   return { n: Number(m[1]), m: Number(m[2]) };
 }
 
@@ -51,24 +49,9 @@ export async function checkRepository(repo: Repository, o: CheckOptions): Promis
   const st = repo.storage;
   const encKey = repo.keys.encKey;
 
-  // Index files, each verified by name and decoded.
-  const index = new MasterIndex();
-  const limit = pLimit(8);
-  const indexIds: string[] = [];
-  for await (const obj of st.list('index/')) indexIds.push(obj.key.slice('index/'.length));
-  await Promise.all(
-    indexIds.map((id) =>
-      limit(async () => {
-        try {
-          const data = await st.get(`index/${id}`);
-          if (plainHash(data) !== id) throw new IntegrityError(`index ${id}: content does not match its name`);
-          index.merge(id, decodeStructured<IndexFile>(encKey, data, `index ${id}`));
-        } catch (err) {
-          errors.push((err as Error).message);
-        }
-      }),
-    ),
-  );
+  // Index files, each verified by name and decoded (the repository was opened without its index).
+  await repo.loadIndex((_id, err) => errors.push((err as Error).message));
+  const index = repo.index;
 
   // Packs present and large enough for what the index says they hold.
   const stored = new Map<string, number>();
