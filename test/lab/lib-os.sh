@@ -23,6 +23,12 @@ R() { env HOME=$LAB/rabbit RABBITMQ_NODENAME=rabbit@localhost RABBITMQ_CONFIG_FI
       RABBITMQ_MNESIA_BASE=$LAB/rabbit/mnesia RABBITMQ_LOG_BASE=$LAB/rabbit/log RABBITMQ_ENABLED_PLUGINS_FILE=$LAB/rabbit/enabled_plugins \
       RABBITMQ_CONF_ENV_FILE=$LAB/rabbit/rabbitmq-env.conf ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_DIST_PORT=25672 \
       RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" "$@"; }
+# The PID of the setsid subshell dies with it; the broker's own PID is in its mnesia directory.
+rabbit_pidfile() {
+  local f=$LAB/rabbit/mnesia/rabbit@localhost.pid
+  [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && cp "$f" $LAB/pids/rabbitmq.pid
+  return 0
+}
 rabbit_start() {
   rabbit_env
   [ -f $LAB/rabbit/enabled_plugins ] || echo '[].' > $LAB/rabbit/enabled_plugins
@@ -32,6 +38,7 @@ rabbit_start() {
     R /usr/lib/rabbitmq/bin/rabbitmqctl wait --timeout 120 $LAB/rabbit/mnesia/rabbit@localhost.pid >/dev/null 2>&1 || \
       { for i in $(seq 60); do R /usr/lib/rabbitmq/bin/rabbitmqctl -q status >/dev/null 2>&1 && break; sleep 2; done; }
   fi
+  rabbit_pidfile
   ss -ltnpH 'sport = :4369' | grep -o 'epmd",pid=[0-9]*' | head -1 | grep -o '[0-9]*$' > $LAB/pids/epmd.pid || true
   R /usr/lib/rabbitmq/bin/rabbitmqctl -q list_users | grep -q '^openstack' || \
     { R /usr/lib/rabbitmq/bin/rabbitmqctl -q add_user openstack $RABBIT_PASS; R /usr/lib/rabbitmq/bin/rabbitmqctl -q set_permissions openstack '.*' '.*' '.*'; }

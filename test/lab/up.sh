@@ -114,6 +114,7 @@ port_guard() { # port pidfile...
 }
 want ceph && { port_guard 6789 ceph-mon.a.pid; port_guard 3300 ceph-mon.a.pid; }
 want s3 && port_guard 7480 ceph-client.rgw.a.pid
+want cinder && rabbit_pidfile
 want cinder && { port_guard 5000 keystone.pid; port_guard 8776 cinder-api.pid; port_guard 5672 rabbitmq.pid; }
 want iscsi && port_guard 3260 tgtd.pid
 
