@@ -184,6 +184,20 @@ describe('file engine: backup and restore', () => {
     expect(fs.statSync(dst).mode & 0o7777).toBe(fs.statSync(src).mode & 0o7777);
   });
 
+  it('gives the same result with synchronous reads and writes (no I/O threads)', async () => {
+    const res = await backup(store, src, { readers: 0 });
+    const t1 = decodeTree(await store.loadBlob('tree', res.root));
+    const t0 = decodeTree(await store.loadBlob('tree', root));
+    // atimes (and so subtrees) differ: earlier tests read the source files.
+    const strip = (t: typeof t0) => t.nodes.map((n) => ({ ...n, atimeNs: undefined, subtree: undefined }));
+    expect(strip(t1)).toEqual(strip(t0));
+    const dst = dir('dst-sync');
+    const r = await restoreTree(res.root, dst, { writers: 0 }, memContext(store));
+    expect(r).toMatchObject({ files: 11, hardlinks: 2, symlinks: 4, specials: 1, errors: 0 });
+    expectSameTree(snapshot(src), snapshot(dst), { owners: true });
+    expect(fs.statSync(join(dst, 'sparse.img')).blocks * 512).toBeLessThan(1 << 20);
+  });
+
   it('writes deterministic, validated trees', async () => {
     const t = decodeTree(await store.loadBlob('tree', root));
     const names = t.nodes.map((n) => n.name);
