@@ -127,6 +127,8 @@ class TreeRestore {
   private wbatch?: { files: WriteSpec[]; bufs: Buffer[]; bytes: number; items: { rel: string; node: TreeNode }[] };
   /** Files that could not be created: hardlinks to them are not made. */
   private readonly failedLinks = new Set<string>();
+  /** Files left as they were (existing, no overwrite): their hardlinks are skipped too, not errors. */
+  private readonly skippedLinks = new Set<string>();
 
   constructor(
     private readonly rootId: BlobId,
@@ -460,7 +462,8 @@ class TreeRestore {
               this.ctx.progress.advance(node.size ?? 0, 1);
               continue;
             }
-            this.failedLinks.add(b.files[i]!.path);
+            if (err === 'EEXIST' || err === 'EISDIR') this.skippedLinks.add(b.files[i]!.path);
+            else this.failedLinks.add(b.files[i]!.path);
             if (err === 'EEXIST') {
               this.result.skipped++;
               this.ctx.log.warn(`${rel} exists; skipped (use overwrite)`);
@@ -588,6 +591,11 @@ class TreeRestore {
 
   private finishLinks(): void {
     for (const l of this.deferredLinks) {
+      if (this.skippedLinks.has(l.target)) {
+        this.result.skipped++;
+        this.ctx.log.warn(`hardlink ${l.rel} skipped: its first name exists and was not replaced (use overwrite)`);
+        continue;
+      }
       if (this.failedLinks.has(l.target)) {
         this.warn(`hardlink ${l.rel} not created: its first name was not restored`);
         continue;
