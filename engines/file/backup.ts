@@ -58,6 +58,12 @@ export interface BackupTreeOptions {
 const READ_SIZE = 8 << 20;
 /** Blocks of one large file requested ahead of the chunker. */
 const LARGE_WINDOW = 2;
+/** Average milliseconds per metadata call above which the metadata counts as cold (warming pays). */
+const WARM_THRESHOLD_MS = 0.05;
+/** Warming starts this late (a small tree is done by then) ... */
+const WARM_DELAY_MS = 500;
+/** ... with this many subtrees walked at a time. */
+const WARM_THREADS = 4;
 /** Large files read at the same time. */
 const LARGE_FILES = 2;
 /** A batch of small files for one reader request: at most this many files or bytes. */
@@ -185,6 +191,8 @@ class TreeBackup {
   private progressFiles = 0;
   private lastYield = 0;
   private emptyTreeId?: Promise<BlobId>;
+  private warmTimer?: NodeJS.Timeout;
+  private walkDone = false;
 
   constructor(
     private readonly rootDir: string,
@@ -230,6 +238,8 @@ class TreeBackup {
       if (parent !== undefined && this.readers > 0) this.warmMetadata();
       if (this.xTargeted) this.inheritXattrs(rootWork, parent?.root ? ({ ...parent.root, name: '' } as TreeNode) : undefined);
       const res = await this.walkDir(this.rootDir, '', parent?.nodes, rootWork);
+      this.walkDone = true;
+      clearTimeout(this.warmTimer);
       this.flushBatch();
       this.flushXBatch();
       const root = await res.tree;
@@ -251,6 +261,8 @@ class TreeBackup {
       await Promise.allSettled([...this.saves]);
       throw this.failure;
     } finally {
+      this.walkDone = true;
+      clearTimeout(this.warmTimer);
       this.signal.removeEventListener('abort', onAbort);
       this.xattrScan?.kill();
       await this.pool?.close();
@@ -375,6 +387,8 @@ class TreeBackup {
    */
   private warmMetadata(): void {
     let frontier = [this.rootDir];
+    let ops = 0;
+    const t0 = performance.now();
     for (let depth = 0; depth < 4 && frontier.length < 32; depth++) {
       const next: string[] = [];
       for (const d of frontier) {
@@ -384,6 +398,12 @@ class TreeBackup {
         } catch {
           continue;
         }
+        ops++;
+        // A few lstats as a probe of how cold the metadata is.
+        for (let i = 0; i < ents.length && i < 8; i++) {
+          fs.lstatSync(d + '/' + ents[i]!.name, { throwIfNoEntry: false });
+          ops++;
+        }
         const subs = ents.filter((e) => e.isDirectory()).map((e) => e.name);
         subs.sort();
         for (const n of subs) next.push(d + '/' + n);
@@ -391,9 +411,22 @@ class TreeBackup {
       if (next.length === 0) break;
       frontier = next;
     }
+    // Cached metadata answers in a few microseconds: warming would only burn the other core.
+    if (ops === 0 || (performance.now() - t0) / ops < WARM_THRESHOLD_MS) return;
     if (frontier.length === 1 && frontier[0] === this.rootDir) return;
-    const pool = this.getPool();
-    for (const d of frontier) pool.warm([d]).catch(noop);
+    // Small trees are walked before warming could pay for its threads: start
+    // late, and with at most WARM_THREADS subtrees at a time.
+    const queue = frontier;
+    let next = 0;
+    const more = (): void => {
+      if (next >= queue.length || this.walkDone || this.failure !== undefined) return;
+      this.getPool()
+        .warm([queue[next++]!])
+        .then(more, noop);
+    };
+    this.warmTimer = setTimeout(() => {
+      for (let i = 0; i < WARM_THREADS; i++) more();
+    }, WARM_DELAY_MS);
   }
 
   // ---- xattrs of incrementals ------------------------------------------------

@@ -137,6 +137,10 @@ async function main(): Promise<void> {
     }, 100);
     const r = await fn();
     clearInterval(sampler);
+    if (peak.rss === 0) {
+      const m = process.memoryUsage();
+      peak = { rss: m.rss, heapUsed: m.heapUsed, arrayBuffers: m.arrayBuffers };
+    }
     const cu = process.cpuUsage(c);
     const rss = peak.rss / 1048576;
     console.log(
@@ -170,17 +174,20 @@ async function main(): Promise<void> {
     }
     if (phases.includes('nochange') && root) {
       const parent = root;
-      root = (
-        await timed(
-          'nochange',
-          async () => {
-            const r = await backupTree(data!, { readers, maxInflightBytes, parentRoot: parent }, ctx());
-            await flush();
-            return r;
-          },
-          stats,
-        )
-      ).root;
+      // --nochange-readers A,B: the same no-change backup with each reader count (A/B).
+      for (const nr of (opt('--nochange-readers') ?? String(readers)).split(',').map(Number)) {
+        root = (
+          await timed(
+            `nochange r=${nr}`,
+            async () => {
+              const r = await backupTree(data!, { readers: nr, maxInflightBytes, parentRoot: parent }, ctx());
+              await flush();
+              return r;
+            },
+            stats,
+          )
+        ).root;
+      }
     }
     if (phases.includes('incremental') && root) {
       // Touch 5% of the files (append a byte), then back up again.
