@@ -1,11 +1,11 @@
 /** permafrost restore: a backup into a directory (--target-dir), as a tar stream (--tar), or onto a volume. */
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync, openSync, rmSync, statSync } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { exportTar } from '../../engines/file/tar.js';
 import { restoreTree } from '../../engines/file/restore.js';
 import { restoreDevice } from '../../engines/block/restore.js';
-import { ExitCode, IntegrityError, NotFoundError, UsageError } from '../errors.js';
+import { ExitCode, IntegrityError, NotFoundError, UsageError, fromSystemError } from '../errors.js';
 import type { BlobStore } from '../repository/types.js';
 import { restoreToVolume } from '../jobs/restore-volume.js';
 import { addProviderOptions } from './cmd-volume.js';
@@ -30,6 +30,15 @@ export interface RestoreOptions {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
+/** An output file that cannot be created: a usage error naming it (a full disk stays 16). */
+function outputError(err: unknown, what: string): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EISDIR') return new UsageError(`${what} is a directory`, { cause: err });
+  if (code === 'ENOENT' || code === 'ENOTDIR') return new UsageError(`${what}: its directory does not exist`, { cause: err });
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new UsageError(`${what}: cannot create it (${code})`, { cause: err });
+  return fromSystemError(err, what);
+}
+
 export function registerRestore(program: Command, signal: AbortSignal): void {
   const cmd = program
     .command('restore')
@@ -49,6 +58,8 @@ export function registerRestore(program: Command, signal: AbortSignal): void {
       withContext<RestoreOptions>(signal, async (ctx, opts, idArg) => {
         const targets = [opts.targetDir, opts.tar, opts.toImage, opts.toVolume].filter(Boolean).length;
         if (targets !== 1) throw new UsageError('restore needs exactly one of --target-dir DIR, --tar FILE|-, --to-image FILE or --to-volume new|REF');
+        if (opts.targetDir && existsSync(opts.targetDir) && !statSync(opts.targetDir).isDirectory())
+          throw new UsageError(`--target-dir ${opts.targetDir} exists and is not a directory`);
         const repo = await ctx.repository();
         const id = await repo.resolveBackupId(idArg!);
         const m = await repo.loadManifest(id);
@@ -111,10 +122,25 @@ export function registerRestore(program: Command, signal: AbortSignal): void {
           if (opts.tar) {
             if (opts.tar === '-') await exportTar(m.root, process.stdout, { include: opts.include }, ectx);
             else {
-              const out = createWriteStream(opts.tar);
-              await exportTar(m.root, out, { include: opts.include }, ectx);
-              out.end();
-              await finished(out);
+              // Opened here, so that a bad path is one clear error before anything is read; an
+              // archive cut short by an error is removed (it would pass for a whole one).
+              let fd: number;
+              try {
+                fd = openSync(opts.tar, 'w', 0o600);
+              } catch (err) {
+                throw outputError(err, `--tar ${opts.tar}`);
+              }
+              const out = createWriteStream(opts.tar, { fd });
+              try {
+                await exportTar(m.root, out, { include: opts.include }, ectx);
+                out.end();
+                await finished(out);
+              } catch (err) {
+                out.destroy();
+                rmSync(opts.tar, { force: true });
+                log.warn(`removed the incomplete archive ${opts.tar}`);
+                throw fromSystemError(err, `cannot write ${opts.tar}`);
+              }
             }
             if (opts.tar !== '-') ctx.out.result({ id, tar: opts.tar }, () => `backup ${id} written as tar to ${opts.tar}`);
             return;

@@ -169,6 +169,7 @@ const cases: Case[] = [
   { name: 'restore of an unknown prefix', repo: 'base', args: (s) => ['restore', 'ffff', '--target-dir', s.path('out')], code: 13, errCode: 'not_found', match: /backup ffff not found/ },
   { name: 'restore of a malformed id', repo: 'base', args: (s) => ['restore', '../../etc', '--target-dir', s.path('out')], code: 13, errCode: 'not_found', match: /not found \(IDs are 16 hex characters/ },
   { name: 'restore to two targets', repo: 'base', args: (s) => ['restore', 'abcd', '--target-dir', s.path('out'), '--tar', '-'], code: 2, errCode: 'usage', match: /exactly one of --target-dir/ },
+  { name: 'restore into a file (not a directory)', repo: 'base', args: (s) => ['restore', 'abcd', '--target-dir', s.config], code: 2, errCode: 'usage', match: /--target-dir .*agent\.ini exists and is not a directory/ },
   { name: 'check with a bad subset', repo: 'base', args: () => ['check', '--read-data-subset', '0/5'], code: 2, errCode: 'usage', match: /bad subset "0\/5"/ },
 ];
 
@@ -282,15 +283,22 @@ describe.concurrent('locks', () => {
 describe.concurrent('damaged repositories', () => {
   const packs = (repo: string) => repoFiles(repo, 'data/');
 
+  /** Flip a byte in the middle of the largest data blob (a chunk of sub/rand.bin): trees stay intact. */
+  async function corruptBiggestDataBlob(dir: string): Promise<{ packId: string; blobId: string }> {
+    const repo = await Repository.open(new LocalStorage(dir));
+    await repo.loadIndex();
+    const [blobId, loc] = [...repo.index.entries()].filter(([, l]) => l.type === 'data').sort((a, b) => b[1].length - a[1].length)[0]!;
+    await repo.close();
+    const file = join(dir, 'data', loc.pack.slice(0, 2), loc.pack);
+    const buf = readFileSync(file);
+    buf[loc.offset + (loc.length >> 1)] ^= 0xff;
+    writeFileSync(file, buf);
+    return { packId: loc.pack, blobId };
+  }
+
   it('a corrupted pack: check passes without --read-data, check --read-data exits 14 naming the pack, restore exits 14', async () => {
     const s = copyOfBase();
-    // The random file is the biggest pack content; damage a byte well inside the first blob.
-    const pack = packs(s.repo).map((p) => ({ p, size: readFileSync(join(s.repo, p)).length })).sort((a, b) => b.size - a.size)[0]!.p;
-    const packId = pack.split('/').pop()!;
-    const file = join(s.repo, pack);
-    const buf = readFileSync(file);
-    buf[1000] ^= 0xff;
-    writeFileSync(file, buf);
+    const { packId } = await corruptBiggestDataBlob(s.repo);
 
     await s.ok(['check']);
     const r = await s.run(['check', '--read-data']);
@@ -318,11 +326,7 @@ describe.concurrent('damaged repositories', () => {
 
   it('a corrupted pack: restore --tar stops with one integrity error (14), no crash', async () => {
     const s = copyOfBase();
-    const pack = packs(s.repo).map((p) => ({ p, size: readFileSync(join(s.repo, p)).length })).sort((a, b) => b.size - a.size)[0]!.p;
-    const file = join(s.repo, pack);
-    const buf = readFileSync(file);
-    buf[1000] ^= 0xff;
-    writeFileSync(file, buf);
+    await corruptBiggestDataBlob(s.repo);
     for (const target of [s.path('out.tar'), '-']) {
       const r = await s.run(['restore', baseId, '--tar', target]);
       expect(r.code, describeRun(r)).toBe(14);
@@ -430,6 +434,17 @@ describe.concurrent('damaged repositories', () => {
   });
 });
 
+describe.concurrent('output that cannot be written', () => {
+  it.each([
+    ['a missing directory', (s: Sandbox) => s.path('no/such/dir/x.tar'), /its directory does not exist/],
+    ['a directory', (s: Sandbox) => s.dir, /is a directory/],
+  ] as const)('restore --tar into %s → 2, nothing read', async (_l, target, match) => {
+    const s = copyOfBase();
+    expectOneError(await s.run(['restore', baseId, '--tar', target(s)]), 2, match);
+    expectJsonError(await s.run(['restore', baseId, '--tar', target(s), '--json']), 2, 'usage', match);
+  });
+});
+
 describe.concurrent('the local catalog', () => {
   it('a damaged catalog: one message naming it and the way out (14); catalog rebuild recovers', async () => {
     const s = copyOfBase();
@@ -490,6 +505,40 @@ describe('full disk', () => {
       expect(l.backups[1].reason).toMatch(/no space left/);
       await s.ok(['--repo', repo, 'restore', first, '--target-dir', s.path('out')], { repo: false });
       expect(diffTrees(snapshotTree(small), snapshotTree(s.path('out')))).toEqual([]);
+    } finally {
+      execFileSync('umount', ['-l', mnt]);
+    }
+  });
+
+  /** A backup of 3 MiB restored onto a 1 MiB tmpfs. */
+  async function fullTarget(): Promise<{ s: Sandbox; mnt: string; id: string }> {
+    const s = copyOfBase();
+    const big = s.path('big');
+    mkdirSync(big);
+    writeFileSync(join(big, 'r'), randomBytes(3 << 20));
+    const id = jsonOf(await s.ok(['backup', '--path', big, '--name', 'big', '--json'])).id;
+    const mnt = s.path('tmpfs');
+    mkdirSync(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'permafrost-test', mnt]);
+    return { s, mnt, id };
+  }
+
+  it.skipIf(why !== undefined)('a restore onto a full disk exits 16', async () => {
+    const { s, mnt, id } = await fullTarget();
+    try {
+      expectOneError(await s.run(['restore', id, '--target-dir', join(mnt, 'out')]), 16, /no space left/);
+      expectJsonError(await s.run(['restore', id, '--target-dir', join(mnt, 'out2'), '--json']), 16, 'no_space', /no space left/);
+    } finally {
+      execFileSync('umount', ['-l', mnt]);
+    }
+  });
+
+  it.skipIf(why !== undefined)('restore --tar onto a full disk exits 16 and removes the incomplete archive', async () => {
+    const { s, mnt, id } = await fullTarget();
+    try {
+      const r = await s.run(['restore', id, '--tar', join(mnt, 'x.tar')]);
+      expectOneError(r, 16, /no space left/);
+      expect(existsSync(join(mnt, 'x.tar'))).toBe(false);
     } finally {
       execFileSync('umount', ['-l', mnt]);
     }
