@@ -266,6 +266,7 @@ class TarExport {
     let sink!: Sink;
     const finished = new Promise<void>((resolve, reject) => {
       sink = this.pack.entry(h, (err) => (err ? reject(err) : resolve())) as unknown as Sink;
+      sink.on("error", () => {}); // failures arrive through the entry callback and the pack; never an unhandled event
     });
     finished.catch(() => {});
     if (body) {

@@ -12,7 +12,7 @@ export function registerSecret(value: string | undefined): void {
 }
 
 const secretPatterns: RegExp[] = [
-  /("?(?:password|secret|token|key|credential)[a-z_]*"?\s*[:=]\s*"?)([^"\s,}&]+)/gi,
+  /(\b"?(?:password|passwd|secret[a-z_]*|token|[a-z]+_key|credential_secret)"?\s*[:=]\s*"?)([^"\s,}&]+)/gi,
   /(X-Auth-Token:\s*)(\S+)/gi,
   /(X-Subject-Token:\s*)(\S+)/gi,
 ];
