@@ -19,7 +19,7 @@ import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { keyedHash } from '../../src/repository/crypto.js';
 import { compress } from 'zstd-napi';
 import type { BlobId, BlobStore, BlobType, SaveResult } from '../../src/repository/types.js';
 import { IntegrityError, NotFoundError } from '../../src/errors.js';
@@ -206,7 +206,7 @@ export class BenchMemStore implements BlobStore {
 
   /** Keyed BLAKE3, hex. */
   hash(data: Uint8Array): BlobId {
-    return Blake3Hasher.newKeyed(this.key).update(data).digest('hex');
+    return keyedHash(this.key, data);
   }
 
   /** Stored or pending. */

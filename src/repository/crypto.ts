@@ -41,13 +41,18 @@ export function keyedHash(hashKey: Buffer, data: Uint8Array): string {
     h = Blake3Hasher.newKeyed(hashKey);
     hashers.set(hashKey, h);
   } else h.reset();
-  return h.update(data).digest('hex');
+  return h.update(asBuffer(data)).digest('hex');
 }
 const hashers = new WeakMap<Buffer, Blake3Hasher>();
 
 /** Unkeyed BLAKE3 (names packs and index files by their bytes). */
 export function plainHash(data: Uint8Array): string {
-  return blake3(data).toString('hex');
+  return blake3(asBuffer(data)).toString('hex');
+}
+
+/** The native hasher takes Buffers: view a plain Uint8Array as one, without copying. */
+function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
 /** Encrypt when a key is given; the result carries its nonce and tag. */

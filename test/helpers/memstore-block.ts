@@ -3,7 +3,7 @@
  * zstd-compressed storage (so storedSize is realistic), verification on load.
  */
 import { randomBytes } from 'node:crypto';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { keyedHash } from '../../src/repository/crypto.js';
 import { compress, decompress } from 'zstd-napi';
 import type { BlobId, BlobStore, BlobType, SaveResult } from '../../src/repository/types.js';
 import { IntegrityError, NotFoundError } from '../../src/errors.js';
@@ -25,7 +25,7 @@ export class MemBlockStore implements BlobStore {
 
   /** Keyed BLAKE3, hex. */
   hash(data: Uint8Array): BlobId {
-    return Blake3Hasher.newKeyed(this.key).update(data).digest('hex');
+    return keyedHash(this.key, data);
   }
 
   /** True when stored. */

@@ -4,7 +4,7 @@
  * of the ID on every load, counters, and hooks to corrupt or fail.
  */
 import { randomBytes } from 'node:crypto';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { keyedHash } from '../../src/repository/crypto.js';
 import type { BlobId, BlobStore, BlobType, SaveResult } from '../../src/repository/types.js';
 import { IntegrityError, NotFoundError } from '../../src/errors.js';
 import { noProgress } from '../../src/util/progress.js';
@@ -27,22 +27,14 @@ export class MemStore implements BlobStore {
   /** When set, saveBlob rejects with this error. */
   failSaves: Error | undefined;
 
-  private readonly hasher: Blake3Hasher;
 
   constructor(key: Buffer = randomBytes(32)) {
     this.key = key;
-    this.hasher = Blake3Hasher.newKeyed(key);
   }
 
-  /**
-   * Keyed BLAKE3, hex. One hasher, reset per call: creating a native hasher per
-   * blob costs ~20 µs of CPU (allocation and finalizer), ten times the hashing
-   * of a small file.
-   */
+  /** Keyed BLAKE3, hex: the repository's own (one reused native hasher per key). */
   hash(data: Uint8Array): BlobId {
-    const h = this.hasher;
-    h.reset();
-    return h.update(data).digest('hex');
+    return keyedHash(this.key, data);
   }
 
   /** True when stored. */
