@@ -185,8 +185,11 @@ export class Repository implements BlobStore {
             if (plainHash(data) !== id) throw new IntegrityError(`index ${id}: content does not match its name`);
             this.index.merge(id, decodeStructured<IndexFile>(this.keys.encKey, data, `index ${id}`));
           } catch (err) {
-            if (!onError) throw err;
-            onError(id, err);
+            if (onError) return onError(id, err);
+            if (err instanceof IntegrityError) {
+              throw new IntegrityError(`${err.message} (run "permafrost repair index" to rebuild the index from the packs)`, { cause: err });
+            }
+            throw err;
           }
         }),
       ),

@@ -354,6 +354,15 @@ describe.concurrent('damaged repositories', () => {
     const rj = await s.run(['check', '--json']);
     expect(rj.code).toBe(14);
     expect(jsonOf(rj).ok).toBe(false);
+    // Commands that need the index say how to get it back ...
+    const rr = await s.run(['restore', baseId, '--target-dir', s.path('out')]);
+    expectOneError(rr, 14, /permafrost repair index/);
+    // ... and repair rebuilds it from the packs alone: check passes, the backup restores.
+    const fix = await s.run(['repair', 'index']);
+    expect(fix.code, describeRun(fix)).toBe(0);
+    const again = await s.run(['check', '--read-data']);
+    expect(again.code, describeRun(again)).toBe(0);
+    await s.ok(['restore', baseId, '--target-dir', s.path('out2')]);
   });
 
   it('a corrupted manifest: list warns, restore exits 14, catalog rebuild exits 3; other backups unaffected', async () => {
