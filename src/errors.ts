@@ -127,3 +127,20 @@ export function fromSystemError(err: unknown, what: string): unknown {
 export function throwIfAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw new InterruptedError();
 }
+
+/** Wait `ms`; InterruptedError as soon as the signal aborts (SIGINT/SIGTERM during a poll). */
+export async function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  throwIfAborted(signal);
+  if (!signal) return new Promise((r) => setTimeout(r, ms));
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(new InterruptedError());
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

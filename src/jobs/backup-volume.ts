@@ -118,7 +118,7 @@ export async function backupVolume(repo: Repository, catalog: Catalog, provider:
       catalog.resourceCreated(row, created.id);
       log.debug(`backup ${jobId}: creating snapshot ${created.id} of volume ${vol.id} (${mode})`);
       cleanup.push(`delete snapshot ${created.id}`, () => provider.deleteSnapshot(created.id, { wait: true }), row);
-      snap = await provider.waitSnapshot(created.id, ['available'], waitMs(o, vol.size));
+      snap = await provider.waitSnapshot(created.id, ['available'], waitMs(o, vol.size), { signal: o.signal });
     }
     throwIfAborted(o.signal);
 
@@ -132,7 +132,7 @@ export async function backupVolume(repo: Repository, catalog: Catalog, provider:
       // Wait until it is gone: on RBD a clone keeps its snapshot busy, whose delete would fail silently.
       await provider.deleteVolume(tmp.id, { wait: true });
     }, vrow);
-    await provider.waitVolume(tmp.id, ['available'], waitMs(o, vol.size));
+    await provider.waitVolume(tmp.id, ['available'], waitMs(o, vol.size), { signal: o.signal });
     throwIfAborted(o.signal);
     log.debug(`backup ${jobId}: attaching temporary volume ${tmp.id} read-only`);
 

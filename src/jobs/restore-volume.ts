@@ -99,7 +99,7 @@ export async function restoreToVolume(repo: Repository, catalog: Catalog, provid
         cleanup.push(`delete safety snapshot ${snap.id} of a failed restore`, async () => {
           if (!keep) await provider.deleteSnapshot(snap.id, { wait: true });
         }, srow);
-        await provider.waitSnapshot(snap.id, ['available'], wait(old.size));
+        await provider.waitSnapshot(snap.id, ['available'], wait(old.size), { signal: o.signal });
         vrow = catalog.planResource(jobId, 'volume', { provider: provider.kind, host: o.host, data: { restoreOf: m.id, snapshotId: snap.id } });
         target = await provider.createVolume({
           name: o.name ?? `${old.name || rec.name}-restored`,
@@ -124,7 +124,7 @@ export async function restoreToVolume(repo: Repository, catalog: Catalog, provid
       cleanup.push(`delete unfinished restored volume ${tgt.id}`, async () => {
         if (!keep) await provider.deleteVolume(tgt.id, { wait: true });
       }, vrow);
-    target = await provider.waitVolume(tgt.id, ['available'], wait(size));
+    target = await provider.waitVolume(tgt.id, ['available'], wait(size), { signal: o.signal });
     throwIfAborted(o.signal);
 
     const dev = await attachForJob(provider, catalog, cleanup, target.id, { jobId, host: o.host, readOnly: false, connector: o.connector, scripts: o.scripts, signal: o.signal });

@@ -21,10 +21,9 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { open, readdir, rename, rm, stat, truncate } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { execa } from 'execa';
-import { CloudError, NotFoundError, UsageError } from '../errors.js';
+import { CloudError, NotFoundError, UsageError, pause } from '../errors.js';
 import { log } from '../util/log.js';
 import type {
   Attachment,
@@ -34,6 +33,7 @@ import type {
   VolumeFilter,
   VolumeProvider,
   VolumeRecord,
+  WaitOptions,
 } from './provider.js';
 import { isProcessAlive } from '../util/process.js';
 
@@ -503,7 +503,7 @@ export class LocalVolumeProvider implements VolumeProvider {
   }
 
   /** Poll until the volume reaches one of `states`; error states throw CloudError with the fault. */
-  async waitVolume(id: string, states: string[], timeoutMs?: number): Promise<LocalVolumeRecord> {
+  async waitVolume(id: string, states: string[], timeoutMs?: number, opts: WaitOptions = {}): Promise<LocalVolumeRecord> {
     let delay = this.pollMs;
     let deadline: number | undefined = timeoutMs !== undefined ? Date.now() + timeoutMs : undefined;
     for (;;) {
@@ -518,7 +518,7 @@ export class LocalVolumeProvider implements VolumeProvider {
       if (Date.now() >= deadline) {
         throw new CloudError(`timed out waiting for volume ${id} to become ${states.join('|')} (still ${v.status})`);
       }
-      await sleep(delay);
+      await pause(delay, opts.signal);
       delay = Math.min(delay * 2, 1000);
     }
   }
@@ -650,7 +650,7 @@ export class LocalVolumeProvider implements VolumeProvider {
   }
 
   /** Poll until the snapshot reaches one of `states`; error states throw CloudError. */
-  async waitSnapshot(id: string, states: string[], timeoutMs?: number): Promise<LocalSnapshotRecord> {
+  async waitSnapshot(id: string, states: string[], timeoutMs?: number, opts: WaitOptions = {}): Promise<LocalSnapshotRecord> {
     let delay = this.pollMs;
     let deadline: number | undefined = timeoutMs !== undefined ? Date.now() + timeoutMs : undefined;
     for (;;) {
@@ -663,7 +663,7 @@ export class LocalVolumeProvider implements VolumeProvider {
       if (Date.now() >= deadline) {
         throw new CloudError(`timed out waiting for snapshot ${id} to become ${states.join('|')} (still ${s.status})`);
       }
-      await sleep(delay);
+      await pause(delay, opts.signal);
       delay = Math.min(delay * 2, 1000);
     }
   }

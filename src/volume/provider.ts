@@ -89,6 +89,12 @@ export interface VolumeFilter {
   metadata?: Record<string, string>;
 }
 
+/** How a wait for a volume or snapshot state may end early. */
+export interface WaitOptions {
+  /** Aborted by SIGINT/SIGTERM: the wait throws InterruptedError at once. */
+  signal?: AbortSignal;
+}
+
 export interface VolumeProvider {
   /** 'local' or 'cinder'. */
   readonly kind: string;
@@ -99,14 +105,14 @@ export interface VolumeProvider {
   deleteVolume(id: string, opts?: { wait?: boolean; timeoutMs?: number }): Promise<void>;
   updateMetadata(id: string, metadata: Record<string, string>, replace?: boolean): Promise<void>;
   setBootable(id: string, bootable: boolean): Promise<void>;
-  /** Wait until the volume reaches one of `states`; error states throw CloudError. */
-  waitVolume(id: string, states: string[], timeoutMs?: number): Promise<VolumeRecord>;
+  /** Wait until the volume reaches one of `states`; error states throw CloudError; `signal` ends the wait with InterruptedError. */
+  waitVolume(id: string, states: string[], timeoutMs?: number, opts?: WaitOptions): Promise<VolumeRecord>;
 
   getSnapshot(id: string): Promise<SnapshotRecord>;
   createSnapshot(volumeId: string, name: string, opts: { force: boolean; metadata?: Record<string, string>; description?: string }): Promise<SnapshotRecord>;
   /** Idempotent. `wait`: return only once it is gone; a delete the cloud refused afterwards (dependent clone) throws. */
   deleteSnapshot(id: string, opts?: { wait?: boolean; timeoutMs?: number }): Promise<void>;
-  waitSnapshot(id: string, states: string[], timeoutMs?: number): Promise<SnapshotRecord>;
+  waitSnapshot(id: string, states: string[], timeoutMs?: number, opts?: WaitOptions): Promise<SnapshotRecord>;
 
   /** Attach the volume to this node; returns the connection_info the connector script needs. */
   attach(volumeId: string, connector: ConnectorProperties): Promise<Attachment>;

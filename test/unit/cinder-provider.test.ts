@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { AuthError, CloudError, NotFoundError, UsageError } from '../../src/errors.js';
+import { AuthError, CloudError, InterruptedError, NotFoundError, UsageError } from '../../src/errors.js';
 import { redact } from '../../src/util/log.js';
 import { normalizeConnectionInfo } from '../../src/volume/cinder/attachments.js';
 import { connectorProperties, firstIPv4 } from '../../src/volume/cinder/connector-props.js';
@@ -81,6 +81,19 @@ describe('CinderVolumeProvider', () => {
     await expect(p.waitVolume(v.id, ['available'])).rejects.toThrow(/still creating after [0-9.]+ s \(waiting for available\)/);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(70);
     expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it('SIGINT/SIGTERM (the job signal) ends a wait at once with InterruptedError', async () => {
+    cloud.creatingPolls = 1_000_000;
+    const p = await provider('admin', { pollInitialMs: 5_000, pollMaxMs: 5_000 });
+    const v = cloud.addVolume({ status: 'creating', size: 1 });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 100);
+    const t0 = Date.now();
+    await expect(p.waitVolume(v.id, ['available'], 60_000, { signal: ac.signal })).rejects.toBeInstanceOf(InterruptedError);
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    const s = await p.createSnapshot(v.id, 's', { force: true });
+    await expect(p.waitSnapshot(s.id, ['available'], 60_000, { signal: ac.signal })).rejects.toBeInstanceOf(InterruptedError);
   });
 
   it("waitVolume(['deleted']) resolves when the volume is gone; deleteVolume is idempotent", async () => {

@@ -4,7 +4,7 @@
  * server's user message; attach uses the attachments API (3.44+) or the
  * legacy volume actions on older clouds.
  */
-import { AuthError, CloudError, NotFoundError, UsageError } from '../../errors.js';
+import { AuthError, CloudError, NotFoundError, UsageError, pause, throwIfAborted } from '../../errors.js';
 import { log } from '../../util/log.js';
 import { type ResolveOptions, resolveOpenStackConfig } from '../openstack-config.js';
 import type {
@@ -15,6 +15,7 @@ import type {
   VolumeFilter,
   VolumeProvider,
   VolumeRecord,
+  WaitOptions,
 } from '../provider.js';
 import {
   ATTACHMENTS_MICROVERSION,
@@ -31,7 +32,6 @@ import {
 } from './attachments.js';
 import { CinderClient, type CinderClientOptions } from './client.js';
 import { connectorProperties } from './connector-props.js';
-import { sleep } from './http.js';
 import { KeystoneSession, type KeystoneSessionOptions } from './keystone.js';
 import { listMessages } from './resources.js';
 import { emptyVolume, toSnapshotRecord, toVolumeRecord } from './records.js';
@@ -220,7 +220,7 @@ export class CinderVolumeProvider implements VolumeProvider {
    * `o.afterDelete`: a delete was just accepted, so any state but `deleting`
    * means it failed (RBD: image busy).
    */
-  async waitVolume(id: string, states: string[], timeoutMs?: number, o: { errorStates?: string[]; afterDelete?: boolean } = {}): Promise<VolumeRecord> {
+  async waitVolume(id: string, states: string[], timeoutMs?: number, o: WaitOptions & { errorStates?: string[]; afterDelete?: boolean } = {}): Promise<VolumeRecord> {
     const errorStates = (o.errorStates ?? VOLUME_ERROR_STATES).filter((s) => !states.includes(s));
     const r = await this.poll(
       `volume ${id}`,
@@ -233,7 +233,7 @@ export class CinderVolumeProvider implements VolumeProvider {
         }
       },
       states,
-      { errorStates, timeoutMs, afterDelete: o.afterDelete },
+      { errorStates, timeoutMs, afterDelete: o.afterDelete, signal: o.signal },
     );
     if (!r) return { ...emptyVolume(id), status: 'deleted' };
     const pending = this.pendingBootable.get(id);
@@ -249,13 +249,14 @@ export class CinderVolumeProvider implements VolumeProvider {
     what: string,
     get: () => Promise<T | undefined>,
     states: string[],
-    o: { errorStates: string[]; timeoutMs?: number; afterDelete?: boolean },
+    o: { errorStates: string[]; timeoutMs?: number; afterDelete?: boolean; signal?: AbortSignal },
   ): Promise<T | undefined> {
     const { errorStates, timeoutMs } = o;
     const started = Date.now();
     let delay = this.opts.pollInitialMs ?? 500;
     let deadline: number | undefined = timeoutMs !== undefined ? started + timeoutMs : undefined;
     for (;;) {
+      throwIfAborted(o.signal);
       const r = await get();
       if (!r) return undefined;
       deadline ??= started + this.waitTimeout(r.size);
@@ -271,7 +272,7 @@ export class CinderVolumeProvider implements VolumeProvider {
       if (now >= deadline) {
         throw new CloudError(`${what} still ${r.status} after ${((now - started) / 1000).toFixed(1)} s (waiting for ${states.join('/')})`);
       }
-      await sleep(Math.min(delay, deadline - now));
+      await pause(Math.min(delay, deadline - now), o.signal);
       delay = Math.min(delay * 1.5, this.opts.pollMaxMs ?? 5000);
     }
   }
@@ -311,7 +312,7 @@ export class CinderVolumeProvider implements VolumeProvider {
   }
 
   /** Poll until the snapshot reaches one of `states` ('deleted' = gone); see waitVolume. */
-  async waitSnapshot(id: string, states: string[], timeoutMs?: number, o: { afterDelete?: boolean } = {}): Promise<SnapshotRecord> {
+  async waitSnapshot(id: string, states: string[], timeoutMs?: number, o: WaitOptions & { afterDelete?: boolean } = {}): Promise<SnapshotRecord> {
     const r = await this.poll(
       `snapshot ${id}`,
       async () => {
@@ -323,7 +324,7 @@ export class CinderVolumeProvider implements VolumeProvider {
         }
       },
       states,
-      { errorStates: SNAPSHOT_ERROR_STATES.filter((s) => !states.includes(s)), timeoutMs, afterDelete: o.afterDelete },
+      { errorStates: SNAPSHOT_ERROR_STATES.filter((s) => !states.includes(s)), timeoutMs, afterDelete: o.afterDelete, signal: o.signal },
     );
     if (!r) return { id, volumeId: '', name: '', status: 'deleted', size: 0, createdAt: '', metadata: {} };
     return toSnapshotRecord(r);
