@@ -81,7 +81,8 @@ export function open(encKey: Buffer | undefined, sealed: Buffer, what: string): 
 /** Encode a structured value: format byte, zstd(JSON), sealed. */
 export function encodeStructured(encKey: Buffer | undefined, value: unknown): Buffer {
   const json = Buffer.from(JSON.stringify(value));
-  const body = Buffer.concat([Buffer.from([FORMAT_ZSTD_JSON]), compress(json, { compressionLevel: 3 })]);
+  // The frame checksum makes any damage to an unencrypted manifest or index detectable (encryption authenticates the rest).
+  const body = Buffer.concat([Buffer.from([FORMAT_ZSTD_JSON]), compress(json, { compressionLevel: 3, checksumFlag: true })]);
   return seal(encKey, body);
 }
 
