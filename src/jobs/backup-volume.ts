@@ -21,15 +21,10 @@ import { mountReadOnly, umount } from '../util/mounts.js';
 import { log } from '../util/log.js';
 import type { Progress } from '../util/progress.js';
 import type { ConnectorProperties, SnapshotRecord, VolumeProvider, VolumeRecord } from '../volume/provider.js';
+import { TEMP_PREFIX, tempMetadata } from '../volume/temporary.js';
 import { attachForJob } from './attach.js';
 import { runBackup } from './backup.js';
 import { CleanupStack } from './cleanup-stack.js';
-
-/** Metadata that marks a cloud resource as ours and temporary (cleanup finds them by it). */
-export const TEMP_PREFIX = 'permafrost-tmp-';
-export function tempMetadata(host: string, jobId: string): Record<string, string> {
-  return { 'permafrost:temporary': 'true', 'permafrost:host': host, 'permafrost:job': jobId };
-}
 
 export interface VolumeBackupOptions {
   volume: string;

@@ -36,16 +36,12 @@ import type {
   VolumeRecord,
 } from './provider.js';
 import { isProcessAlive } from '../util/process.js';
+import { HOST_KEY, TEMPORARY_KEY } from './temporary.js';
 
 /** Default pool directory of the local provider. */
 export const DEFAULT_POOL_DIR = '/var/lib/permafrost/volumes';
 /** Bytes in one GiB. */
 export const GiB = 1024 ** 3;
-
-/** Metadata key marking a temporary resource created by a backup or restore run. */
-export const TEMPORARY_KEY = 'permafrost:temporary';
-/** Metadata key naming the agent host that created a temporary resource. */
-export const HOST_KEY = 'permafrost:host';
 
 const ERROR_STATES = new Set(['error', 'error_deleting', 'error_restoring', 'error_extending', 'error_managing']);
 

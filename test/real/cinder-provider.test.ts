@@ -14,7 +14,8 @@ import { AuthError, CloudError, NotFoundError } from '../../src/errors.js';
 import { createAttachment, deleteAttachment } from '../../src/volume/cinder/attachments.js';
 import { connectorProperties } from '../../src/volume/cinder/connector-props.js';
 import { KeystoneSession } from '../../src/volume/cinder/keystone.js';
-import { CinderVolumeProvider, HOST_TAG, TEMP_TAG } from '../../src/volume/cinder/provider.js';
+import { CinderVolumeProvider } from '../../src/volume/cinder/provider.js';
+import { HOST_KEY as HOST_TAG, TEMPORARY_KEY as TEMP_TAG } from '../../src/volume/temporary.js';
 import {
   availabilityZoneExists,
   createGroup,

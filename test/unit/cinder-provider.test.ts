@@ -6,7 +6,8 @@ import { AuthError, CloudError, NotFoundError, UsageError } from '../../src/erro
 import { redact } from '../../src/util/log.js';
 import { normalizeConnectionInfo } from '../../src/volume/cinder/attachments.js';
 import { connectorProperties, firstIPv4 } from '../../src/volume/cinder/connector-props.js';
-import { CinderVolumeProvider, HOST_TAG, TEMP_TAG } from '../../src/volume/cinder/provider.js';
+import { CinderVolumeProvider } from '../../src/volume/cinder/provider.js';
+import { HOST_KEY as HOST_TAG, TEMPORARY_KEY as TEMP_TAG } from '../../src/volume/temporary.js';
 import { FakeCloud } from '../../src/volume/cinder/testing/fake-cloud.js';
 
 const fast = { attempts: 3, baseDelayMs: 5, maxDelayMs: 20 };

@@ -16,6 +16,7 @@ import type {
   VolumeProvider,
   VolumeRecord,
 } from '../provider.js';
+import { HOST_KEY, TEMPORARY_KEY } from '../temporary.js';
 import {
   ATTACHMENTS_MICROVERSION,
   attachLegacy,
@@ -43,10 +44,6 @@ export { ADMIN_METADATA_KEYS, toSnapshotRecord, toVolumeRecord } from './records
 export const VOLUME_ERROR_STATES = ['error', 'error_deleting', 'error_restoring', 'error_extending', 'error_managing', 'error_backing-up'];
 /** Snapshot states that end a wait with an error. */
 export const SNAPSHOT_ERROR_STATES = ['error', 'error_deleting'];
-/** Metadata keys tagging the agent's temporary resources. */
-export const TEMP_TAG = 'permafrost:temporary';
-/** Metadata key naming the node that created a temporary resource. */
-export const HOST_TAG = 'permafrost:host';
 
 const TRANSITIONAL = new Set(['creating', 'attaching', 'detaching', 'reserved', 'downloading', 'uploading', 'backing-up', 'restoring-backup', 'extending', 'retyping', 'maintenance']);
 
@@ -398,7 +395,7 @@ export class CinderVolumeProvider implements VolumeProvider {
   }
 
   async listLeftovers(tag: { host: string }): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[] }> {
-    const metadata = { [TEMP_TAG]: 'true', [HOST_TAG]: tag.host };
+    const metadata = { [TEMPORARY_KEY]: 'true', [HOST_KEY]: tag.host };
     const allTenants = await this.isAdmin();
     const [vols, snaps] = await Promise.all([this.client.listVolumes({ allTenants, metadata }), this.client.listSnapshots({ allTenants, metadata })]);
     return { volumes: vols.map(toVolumeRecord), snapshots: snaps.map(toSnapshotRecord) };
