@@ -10,9 +10,9 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectorProperties } from '../../src/connectors/properties.js';
 import { AuthError, CloudError, NotFoundError } from '../../src/errors.js';
 import { createAttachment, deleteAttachment } from '../../src/volume/cinder/attachments.js';
-import { connectorProperties } from '../../src/volume/cinder/connector-props.js';
 import { KeystoneSession } from '../../src/volume/cinder/keystone.js';
 import { CinderVolumeProvider } from '../../src/volume/cinder/provider.js';
 import { HOST_KEY as HOST_TAG, TEMPORARY_KEY as TEMP_TAG } from '../../src/volume/temporary.js';

@@ -4,6 +4,7 @@
  * server's user message; attach uses the attachments API (3.44+) or the
  * legacy volume actions on older clouds.
  */
+import { connectorProperties } from '../../connectors/properties.js';
 import { AuthError, CloudError, NotFoundError, UsageError } from '../../errors.js';
 import { log } from '../../util/log.js';
 import { type ResolveOptions, resolveOpenStackConfig } from '../openstack-config.js';
@@ -31,7 +32,6 @@ import {
   unreserveVolume,
 } from './attachments.js';
 import { CinderClient, type CinderClientOptions } from './client.js';
-import { connectorProperties } from './connector-props.js';
 import { sleep } from './http.js';
 import { KeystoneSession, type KeystoneSessionOptions } from './keystone.js';
 import { listMessages } from './resources.js';
@@ -388,7 +388,7 @@ export class CinderVolumeProvider implements VolumeProvider {
       throw err;
     }
     if (!(v.attachments ?? []).some((a) => a.attachment_id === attachmentId)) return;
-    const connector = this.legacyConnectors.get(attachmentId) ?? (await connectorProperties());
+    const connector = this.legacyConnectors.get(attachmentId) ?? connectorProperties();
     await terminateConnection(this.client, volumeId, connector);
     await detachLegacy(this.client, volumeId, attachmentId);
     this.legacyConnectors.delete(attachmentId);
