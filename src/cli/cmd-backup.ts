@@ -120,12 +120,7 @@ export function registerBackup(program: Command, signal: AbortSignal): void {
         cold: opts.cold,
         full: opts.full,
         tags,
-        host: ctx.config.host,
-        stateDir: ctx.config.stateDir,
-        scripts: ctx.scripts(),
-        connector: ctx.connectorProps(),
-        waitTimeout: ctx.config.int('volume', 'wait_timeout'),
-        signal: ctx.signal,
+        ...ctx.volumeJobOptions(),
       };
       if (one) {
         const repo = await ctx.repository({ exclusive: false, purpose: 'backup' });

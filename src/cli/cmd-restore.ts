@@ -74,12 +74,7 @@ export function registerRestore(program: Command, signal: AbortSignal): void {
               recreateVolOnError: opts.recreateVolOnError,
               metaOverride: opts.metaOverride,
               removeOldVol: opts.removeOldVol,
-              host: ctx.config.host,
-              stateDir: ctx.config.stateDir,
-              scripts: ctx.scripts(),
-              connector: ctx.connectorProps(),
-              waitTimeout: ctx.config.int('volume', 'wait_timeout'),
-              signal: ctx.signal,
+              ...ctx.volumeJobOptions(),
               progress,
             });
             for (const w of r.warnings) log.warn(w);
