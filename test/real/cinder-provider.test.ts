@@ -29,17 +29,11 @@ import {
   listVolumeTypes,
 } from '../../src/volume/cinder/resources.js';
 import type { ConnectorProperties } from '../../src/volume/provider.js';
+import type { Creds } from '../helpers/cinder.js';
 import { ensureLab, isSkip, parseEnvSh } from '../setup/lab.js';
 
 const RUN = `pf-t-${randomBytes(3).toString('hex')}`;
 const HOST = `${RUN}-node`;
-
-interface Creds {
-  authUrl: string;
-  username: string;
-  password: string;
-  projectName: string;
-}
 
 let skip: string | undefined;
 let admin: CinderVolumeProvider;
