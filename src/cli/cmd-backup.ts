@@ -5,12 +5,12 @@ import { backupPath } from '../jobs/backup-path.js';
 import { backupVolume } from '../jobs/backup-volume.js';
 import { type BatchResult, backupBatch, selectVolumes } from '../jobs/batch.js';
 import { log } from '../util/log.js';
-import { addProviderOptions } from './cmd-volume.js';
+import { type ProviderOpts, addProviderOptions } from './cmd-volume.js';
 import type { Manifest } from '../repository/manifest.js';
 import { withContext } from './main.js';
 import { formatBytes, formatDuration } from './output.js';
 
-export interface BackupOptions {
+export interface BackupOptions extends ProviderOpts {
   path?: string;
   name?: string;
   exclude?: string[];
@@ -28,8 +28,6 @@ export interface BackupOptions {
   select?: string[];
   skipMetadata?: string[];
   concurrency?: string;
-  provider?: string;
-  osCloud?: string;
 }
 
 export function parseTags(list: string[] | undefined): Record<string, string> {
@@ -120,12 +118,7 @@ export function registerBackup(program: Command, signal: AbortSignal): void {
         cold: opts.cold,
         full: opts.full,
         tags,
-        host: ctx.config.host,
-        stateDir: ctx.config.stateDir,
-        scripts: ctx.scripts(),
-        connector: ctx.connectorProps(),
-        waitTimeout: ctx.config.int('volume', 'wait_timeout'),
-        signal: ctx.signal,
+        ...ctx.volumeJobOptions(),
       };
       if (one) {
         const repo = await ctx.repository({ exclusive: false, purpose: 'backup' });

@@ -2,12 +2,12 @@
 import type { Command } from 'commander';
 import { ExitCode } from '../errors.js';
 import { cleanupLeftovers } from '../jobs/cleanup.js';
-import { addProviderOptions } from './cmd-volume.js';
+import { type ProviderOpts, addProviderOptions } from './cmd-volume.js';
 import { withContext } from './main.js';
 
 export function registerCleanup(program: Command, signal: AbortSignal): void {
   addProviderOptions(program.command('cleanup').description('remove leftovers of interrupted runs of this agent, from the catalog and the tags of cloud resources')).action(
-    withContext<{ provider?: string; osCloud?: string }>(signal, async (ctx, o) => {
+    withContext<ProviderOpts>(signal, async (ctx, o) => {
       const provider = await ctx.provider(o);
       const r = await cleanupLeftovers(ctx.catalog(), provider, { host: ctx.config.host, stateDir: ctx.config.stateDir, scripts: ctx.scripts() });
       if (r.failed.length) process.exitCode = ExitCode.partial;

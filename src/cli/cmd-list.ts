@@ -2,17 +2,15 @@
 import type { Command } from 'commander';
 import type { BackupRow } from '../catalog/catalog.js';
 import { syncCatalog } from '../jobs/catalog-sync.js';
-import { addProviderOptions } from './cmd-volume.js';
+import { type ProviderOpts, addProviderOptions } from './cmd-volume.js';
 import { withContext } from './main.js';
 import { formatBytes } from './output.js';
 
-interface ListOptions {
+/** `provider` keeps only backups of volumes of that provider (local, cinder); the provider options are accepted so that `list` takes the same options as `backup`. */
+interface ListOptions extends ProviderOpts {
   name?: string;
   volumeId?: string;
   status?: 'running' | 'complete' | 'failed';
-  /** Only backups of volumes of this provider (local, cinder); also accepted so that `list` takes the same options as `backup`. */
-  provider?: string;
-  osCloud?: string;
 }
 
 function row(b: BackupRow) {

@@ -8,12 +8,12 @@ import { restoreDevice } from '../../engines/block/restore.js';
 import { ExitCode, IntegrityError, NotFoundError, UsageError, fromSystemError } from '../errors.js';
 import type { BlobStore } from '../repository/types.js';
 import { restoreToVolume } from '../jobs/restore-volume.js';
-import { addProviderOptions } from './cmd-volume.js';
+import { type ProviderOpts, addProviderOptions } from './cmd-volume.js';
 import { log } from '../util/log.js';
 import { withContext } from './main.js';
 import { formatBytes, formatDuration } from './output.js';
 
-export interface RestoreOptions {
+export interface RestoreOptions extends ProviderOpts {
   targetDir?: string;
   tar?: string;
   toImage?: string;
@@ -24,8 +24,6 @@ export interface RestoreOptions {
   removeOldVol?: boolean;
   include?: string[];
   overwrite?: boolean;
-  provider?: string;
-  osCloud?: string;
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -74,12 +72,7 @@ export function registerRestore(program: Command, signal: AbortSignal): void {
               recreateVolOnError: opts.recreateVolOnError,
               metaOverride: opts.metaOverride,
               removeOldVol: opts.removeOldVol,
-              host: ctx.config.host,
-              stateDir: ctx.config.stateDir,
-              scripts: ctx.scripts(),
-              connector: ctx.connectorProps(),
-              waitTimeout: ctx.config.int('volume', 'wait_timeout'),
-              signal: ctx.signal,
+              ...ctx.volumeJobOptions(),
               progress,
             });
             for (const w of r.warnings) log.warn(w);

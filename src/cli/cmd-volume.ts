@@ -3,7 +3,8 @@ import type { Command } from 'commander';
 import { createVolumeWithFilesystem, deleteVolumeByRef, listVolumeRows } from '../volume/local-cli.js';
 import { withContext } from './main.js';
 
-interface ProviderOpts {
+/** The options addProviderOptions declares (--provider, --os-cloud). */
+export interface ProviderOpts {
   provider?: string;
   osCloud?: string;
 }

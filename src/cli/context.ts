@@ -12,6 +12,7 @@ import { openStorage } from '../storage/index.js';
 import type { Storage } from '../storage/storage.js';
 import { connectorProperties } from '../connectors/properties.js';
 import type { ScriptConnectorOptions } from '../connectors/script.js';
+import type { VolumeJobOptions } from '../jobs/attach.js';
 import { type Level, setLogLevel } from '../util/log.js';
 import { openProvider } from '../volume/index.js';
 import type { ConnectorProperties, VolumeProvider } from '../volume/provider.js';
@@ -132,6 +133,18 @@ export class Context {
   /** This node's connector properties, as sent to the cloud. */
   connectorProps(): ConnectorProperties {
     return connectorProperties({ host: this.config.host });
+  }
+
+  /** The options of a volume job (backup, restore) that come from the configuration, and the signal. */
+  volumeJobOptions(): Omit<VolumeJobOptions, 'progress'> {
+    return {
+      host: this.config.host,
+      stateDir: this.config.stateDir,
+      scripts: this.scripts(),
+      connector: this.connectorProps(),
+      waitTimeout: this.config.int('volume', 'wait_timeout'),
+      signal: this.signal,
+    };
   }
 
   async close(): Promise<void> {

@@ -7,8 +7,22 @@ import type { Catalog } from '../catalog/catalog.js';
 import type { AttachedDevice } from '../connectors/connector.js';
 import { connectorFor } from '../connectors/index.js';
 import type { ScriptConnectorOptions } from '../connectors/script.js';
+import type { Progress } from '../util/progress.js';
 import type { ConnectorProperties, VolumeProvider } from '../volume/provider.js';
 import type { CleanupStack } from './cleanup-stack.js';
+
+/** Options every volume job (backup, restore) takes: this node, how it attaches volumes, waits, abort and progress. */
+export interface VolumeJobOptions {
+  host: string;
+  stateDir: string;
+  /** Helper-script options (state dir, attach mode, timeout, extra env). */
+  scripts: ScriptConnectorOptions;
+  connector: ConnectorProperties;
+  /** Seconds allowed for a volume/snapshot to become ready, plus 10 s per GiB. */
+  waitTimeout?: number;
+  signal: AbortSignal;
+  progress: Progress;
+}
 
 export interface AttachOptions {
   jobId: string;

@@ -12,7 +12,6 @@ import { join } from 'node:path';
 import { backupTree } from '../../engines/file/backup.js';
 import { backupDevice } from '../../engines/block/backup.js';
 import type { Catalog } from '../catalog/catalog.js';
-import type { ScriptConnectorOptions } from '../connectors/script.js';
 import { CloudError, DeviceError, UsageError, throwIfAborted } from '../errors.js';
 import type { FilesystemInfo, Manifest } from '../repository/manifest.js';
 import { Repository } from '../repository/repository.js';
@@ -20,33 +19,19 @@ import { detectFilesystem, isMountable } from '../util/fs-detect.js';
 import { mountReadOnly, umount } from '../util/mounts.js';
 import { log } from '../util/log.js';
 import type { Progress } from '../util/progress.js';
-import type { ConnectorProperties, SnapshotRecord, VolumeProvider, VolumeRecord } from '../volume/provider.js';
-import { attachForJob } from './attach.js';
+import type { SnapshotRecord, VolumeProvider, VolumeRecord } from '../volume/provider.js';
+import { TEMP_PREFIX, tempMetadata } from '../volume/temporary.js';
+import { type VolumeJobOptions, attachForJob } from './attach.js';
 import { runBackup } from './backup.js';
 import { CleanupStack } from './cleanup-stack.js';
 
-/** Metadata that marks a cloud resource as ours and temporary (cleanup finds them by it). */
-export const TEMP_PREFIX = 'permafrost-tmp-';
-export function tempMetadata(host: string, jobId: string): Record<string, string> {
-  return { 'permafrost:temporary': 'true', 'permafrost:host': host, 'permafrost:job': jobId };
-}
-
-export interface VolumeBackupOptions {
+export interface VolumeBackupOptions extends VolumeJobOptions {
   volume: string;
   engine?: 'file' | 'block' | 'auto';
   cold?: boolean;
   snapshotId?: string;
   full?: boolean;
   tags?: Record<string, string>;
-  host: string;
-  stateDir: string;
-  /** Helper-script options (state dir, attach mode, timeout, extra env). */
-  scripts: ScriptConnectorOptions;
-  connector: ConnectorProperties;
-  /** Seconds allowed for a volume/snapshot to become ready, plus 10 s per GiB. */
-  waitTimeout?: number;
-  signal: AbortSignal;
-  progress: Progress;
 }
 
 function waitMs(o: VolumeBackupOptions, sizeGiB: number): number {

@@ -11,6 +11,7 @@ import type { Repository } from '../repository/repository.js';
 import { log } from '../util/log.js';
 import { noProgress } from '../util/progress.js';
 import type { VolumeProvider, VolumeRecord } from '../volume/provider.js';
+import { TEMPORARY_KEY } from '../volume/temporary.js';
 import { type VolumeBackupOptions, backupVolume } from './backup-volume.js';
 
 export interface Selection {
@@ -44,7 +45,7 @@ export async function selectVolumes(provider: VolumeProvider, s: Selection): Pro
     vols = await provider.listVolumes({ allTenants: s.allTenants, metadata: s.select });
   } else throw new UsageError('no volumes selected');
   return vols.filter((v) => {
-    if (v.metadata['permafrost:temporary'] === 'true') return false;
+    if (v.metadata[TEMPORARY_KEY] === 'true') return false;
     if (s.select && !Object.entries(s.select).every(([k, val]) => v.metadata[k] === val)) return false;
     if (s.skip && Object.entries(s.skip).some(([k, val]) => v.metadata[k] === val)) return false;
     return true;

@@ -17,6 +17,7 @@ import { log } from '../util/log.js';
 import { isProcessAlive } from '../util/process.js';
 import { listMounts, umount } from '../util/mounts.js';
 import type { VolumeProvider } from '../volume/provider.js';
+import { JOB_KEY } from '../volume/temporary.js';
 
 export interface CleanupReport {
   removed: { kind: string; ref: string; job: string }[];
@@ -77,22 +78,22 @@ export async function cleanupLeftovers(catalog: Catalog, provider: VolumeProvide
     for (const r of open) if (alive(r.pid) && r.ref) seenRefs.add(r.ref);
     const left = await provider.listLeftovers({ host: o.host });
     for (const v of left.volumes) {
-      if (seenRefs.has(v.id) || running.has(v.metadata['permafrost:job'] ?? '')) continue;
+      if (seenRefs.has(v.id) || running.has(v.metadata[JOB_KEY] ?? '')) continue;
       try {
         for (const a of v.attachments) if (a.attachmentId) await provider.detach(v.id, a.attachmentId);
         await provider.deleteVolume(v.id, { wait: true });
-        report.removed.push({ kind: 'volume', ref: v.id, job: v.metadata['permafrost:job'] ?? '-' });
+        report.removed.push({ kind: 'volume', ref: v.id, job: v.metadata[JOB_KEY] ?? '-' });
       } catch (err) {
-        report.failed.push({ kind: 'volume', ref: v.id, job: v.metadata['permafrost:job'] ?? '-', error: (err as Error).message });
+        report.failed.push({ kind: 'volume', ref: v.id, job: v.metadata[JOB_KEY] ?? '-', error: (err as Error).message });
       }
     }
     for (const s of left.snapshots) {
-      if (seenRefs.has(s.id) || running.has(s.metadata['permafrost:job'] ?? '')) continue;
+      if (seenRefs.has(s.id) || running.has(s.metadata[JOB_KEY] ?? '')) continue;
       try {
         await provider.deleteSnapshot(s.id, { wait: true });
-        report.removed.push({ kind: 'snapshot', ref: s.id, job: s.metadata['permafrost:job'] ?? '-' });
+        report.removed.push({ kind: 'snapshot', ref: s.id, job: s.metadata[JOB_KEY] ?? '-' });
       } catch (err) {
-        report.failed.push({ kind: 'snapshot', ref: s.id, job: s.metadata['permafrost:job'] ?? '-', error: (err as Error).message });
+        report.failed.push({ kind: 'snapshot', ref: s.id, job: s.metadata[JOB_KEY] ?? '-', error: (err as Error).message });
       }
     }
   }

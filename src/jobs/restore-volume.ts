@@ -18,33 +18,24 @@ import { join } from 'node:path';
 import { restoreDevice } from '../../engines/block/restore.js';
 import { restoreTree } from '../../engines/file/restore.js';
 import type { Catalog } from '../catalog/catalog.js';
-import type { ScriptConnectorOptions } from '../connectors/script.js';
 import { CloudError, IntegrityError, NotFoundError, UsageError, throwIfAborted } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import { Repository } from '../repository/repository.js';
 import { log } from '../util/log.js';
 import { mkfs, mountReadWrite, umount } from '../util/mounts.js';
-import type { Progress } from '../util/progress.js';
-import type { ConnectorProperties, CreateVolumeOptions, VolumeProvider, VolumeRecord } from '../volume/provider.js';
-import { attachForJob } from './attach.js';
+import type { CreateVolumeOptions, VolumeProvider, VolumeRecord } from '../volume/provider.js';
+import { type VolumeJobOptions, attachForJob } from './attach.js';
 import { CleanupStack } from './cleanup-stack.js';
 
 const GiB = 1024 ** 3;
 
-export interface VolumeRestoreOptions {
+export interface VolumeRestoreOptions extends VolumeJobOptions {
   /** 'new', or the ID or name of an existing volume. */
   toVolume: string;
   name?: string;
   recreateVolOnError?: boolean;
   metaOverride?: boolean;
   removeOldVol?: boolean;
-  host: string;
-  stateDir: string;
-  scripts: ScriptConnectorOptions;
-  connector: ConnectorProperties;
-  waitTimeout?: number;
-  signal: AbortSignal;
-  progress: Progress;
 }
 
 export interface VolumeRestoreResult {

@@ -36,16 +36,12 @@ import type {
   WaitOptions,
 } from './provider.js';
 import { isProcessAlive } from '../util/process.js';
+import { HOST_KEY, TEMPORARY_KEY } from './temporary.js';
 
 /** Default pool directory of the local provider. */
 export const DEFAULT_POOL_DIR = '/var/lib/permafrost/volumes';
 /** Bytes in one GiB. */
 export const GiB = 1024 ** 3;
-
-/** Metadata key marking a temporary resource created by a backup or restore run. */
-export const TEMPORARY_KEY = 'permafrost:temporary';
-/** Metadata key naming the agent host that created a temporary resource. */
-export const HOST_KEY = 'permafrost:host';
 
 const ERROR_STATES = new Set(['error', 'error_deleting', 'error_restoring', 'error_extending', 'error_managing']);
 
@@ -111,6 +107,16 @@ interface StoredSnapshot extends LocalSnapshotRecord {
   worker?: Worker | null;
 }
 
+/** How the paths volumes and snapshots share (copy, reap, delete, wait) reach one kind of record. */
+interface RecordKind<R extends StoredVolume | StoredSnapshot> {
+  /** 'volume' or 'snapshot', for messages. */
+  noun: string;
+  /** The table of the records. */
+  table: 'volumes' | 'snapshots';
+  load(id: string): R | undefined;
+  save(r: R): void;
+}
+
 /** Tokens of copies running in this process (a record whose token is not here and whose pid is ours is stale). */
 const activeWork = new Set<string>();
 
@@ -149,6 +155,18 @@ export class LocalVolumeProvider implements VolumeProvider {
   private readonly pollMs: number;
   private readonly db: Database.Database;
   private readonly pending = new Set<Promise<void>>();
+  private readonly volumes: RecordKind<StoredVolume> = {
+    noun: 'volume',
+    table: 'volumes',
+    load: (id) => this.loadVolume(id),
+    save: (v) => this.saveVolume(v),
+  };
+  private readonly snapshots: RecordKind<StoredSnapshot> = {
+    noun: 'snapshot',
+    table: 'snapshots',
+    load: (id) => this.loadSnapshot(id),
+    save: (s) => this.saveSnapshot(s),
+  };
 
   constructor(opts: LocalVolumeProviderOptions = {}) {
     this.poolDir = path.resolve(opts.poolDir ?? DEFAULT_POOL_DIR);
@@ -230,27 +248,99 @@ export class LocalVolumeProvider implements VolumeProvider {
     return !isProcessAlive(w.pid);
   }
 
-  /** Move records stuck in creating/deleting by a dead worker to error. */
-  private reapVolume(id: string): void {
+  /** Move a record stuck in creating/deleting by a dead worker to error. */
+  private reap<R extends StoredVolume | StoredSnapshot>(kind: RecordKind<R>, id: string): void {
     this.tx(() => {
-      const v = this.loadVolume(id);
-      if (!v || !['creating', 'deleting'].includes(v.status) || !this.isStale(v.worker)) return;
-      v.fault = `the process that was ${v.status === 'creating' ? 'creating' : 'deleting'} it (pid ${v.worker?.pid}) is gone`;
-      v.status = v.status === 'creating' ? 'error' : 'error_deleting';
-      v.worker = null;
-      this.saveVolume(v);
+      const r = kind.load(id);
+      if (!r || !['creating', 'deleting'].includes(r.status) || !this.isStale(r.worker)) return;
+      r.fault = `the process that was ${r.status === 'creating' ? 'creating' : 'deleting'} it (pid ${r.worker?.pid}) is gone`;
+      r.status = r.status === 'creating' ? 'error' : 'error_deleting';
+      r.worker = null;
+      kind.save(r);
     });
   }
 
-  private reapSnapshot(id: string): void {
-    this.tx(() => {
-      const s = this.loadSnapshot(id);
-      if (!s || !['creating', 'deleting'].includes(s.status) || !this.isStale(s.worker)) return;
-      s.fault = `the process that was ${s.status === 'creating' ? 'creating' : 'deleting'} it (pid ${s.worker?.pid}) is gone`;
-      s.status = s.status === 'creating' ? 'error' : 'error_deleting';
-      s.worker = null;
-      this.saveSnapshot(s);
-    });
+  /**
+   * Write a record's image through `<image>.<token>.tmp` (renamed into place once `write` is
+   * done, removed when it fails), then settle the record if `worker` still owns it: available,
+   * or error with the fault.
+   */
+  private async buildImage<R extends StoredVolume | StoredSnapshot>(
+    kind: RecordKind<R>,
+    rec: R,
+    worker: Worker,
+    write: (tmp: string) => Promise<void>,
+  ): Promise<void> {
+    const tmp = `${rec.path}.${worker.token.slice(0, 8)}.tmp`;
+    let fault: string | undefined;
+    try {
+      await write(tmp);
+      await rename(tmp, rec.path);
+    } catch (err) {
+      fault = String((err as Error)?.message ?? err);
+      await rm(tmp, { force: true }).catch(() => undefined);
+    }
+    try {
+      this.tx(() => {
+        const cur = kind.load(rec.id);
+        if (!cur || cur.worker?.token !== worker.token) return;
+        cur.worker = null;
+        if (fault) {
+          cur.status = 'error';
+          cur.fault = fault;
+        } else {
+          cur.status = 'available';
+        }
+        kind.save(cur);
+      });
+      if (fault) log.warn(`local ${kind.noun} ${rec.id} failed: ${fault}`);
+    } finally {
+      activeWork.delete(worker.token);
+    }
+  }
+
+  /**
+   * Remove the image of a record marked deleting (and the partial copies beside it), then the
+   * record; a failure leaves it in error_deleting with the fault and throws CloudError 500.
+   */
+  private async removeImage<R extends StoredVolume | StoredSnapshot>(kind: RecordKind<R>, rec: R): Promise<void> {
+    const token = rec.worker!.token;
+    try {
+      await rm(rec.path, { force: true });
+      await removePartialCopies(rec.path);
+      this.tx(() => this.db.prepare(`DELETE FROM ${kind.table} WHERE id = ?`).run(rec.id));
+    } catch (err) {
+      this.tx(() => {
+        const cur = kind.load(rec.id);
+        if (!cur) return;
+        cur.status = 'error_deleting';
+        cur.fault = String((err as Error)?.message ?? err);
+        cur.worker = null;
+        kind.save(cur);
+      });
+      throw new CloudError(`cannot delete local ${kind.noun} ${rec.id}: ${String((err as Error)?.message ?? err)}`, 500, { cause: err });
+    } finally {
+      activeWork.delete(token);
+    }
+  }
+
+  /** Poll until the record reaches one of `states`; error states throw CloudError with the fault. */
+  private async waitRecord<R extends StoredVolume | StoredSnapshot>(kind: RecordKind<R>, id: string, states: string[], timeoutMs?: number, opts: WaitOptions = {}): Promise<R> {
+    let delay = this.pollMs;
+    let deadline: number | undefined = timeoutMs !== undefined ? Date.now() + timeoutMs : undefined;
+    for (;;) {
+      this.reap(kind, id);
+      const r = kind.load(id);
+      if (!r) throw new NotFoundError(`${kind.noun} ${id} not found`);
+      if (deadline === undefined) deadline = Date.now() + defaultWaitMs(r.sizeBytes);
+      if (states.includes(r.status)) return r;
+      if (ERROR_STATES.has(r.status)) throw new CloudError(`${kind.noun} ${id} went to ${r.status}${r.fault ? `: ${r.fault}` : ''}`);
+      if (Date.now() >= deadline) {
+        throw new CloudError(`timed out waiting for ${kind.noun} ${id} to become ${states.join('|')} (still ${r.status})`);
+      }
+      await pause(delay, opts.signal);
+      delay = Math.min(delay * 2, 1000);
+    }
   }
 
   private publicVolume(v: StoredVolume): LocalVolumeRecord {
@@ -392,10 +482,8 @@ export class LocalVolumeProvider implements VolumeProvider {
     return this.publicVolume(rec);
   }
 
-  private async buildVolume(v: StoredVolume, source: string | undefined, worker: Worker): Promise<void> {
-    const tmp = `${v.path}.${worker.token.slice(0, 8)}.tmp`;
-    let fault: string | undefined;
-    try {
+  private buildVolume(v: StoredVolume, source: string | undefined, worker: Worker): Promise<void> {
+    return this.buildImage(this.volumes, v, worker, async (tmp) => {
       if (source) {
         await copyImage(source, tmp);
         const st = await stat(tmp);
@@ -408,28 +496,7 @@ export class LocalVolumeProvider implements VolumeProvider {
           await fh.close();
         }
       }
-      await rename(tmp, v.path);
-    } catch (err) {
-      fault = String((err as Error)?.message ?? err);
-      await rm(tmp, { force: true }).catch(() => undefined);
-    }
-    try {
-      this.tx(() => {
-        const cur = this.loadVolume(v.id);
-        if (!cur || cur.worker?.token !== worker.token) return;
-        cur.worker = null;
-        if (fault) {
-          cur.status = 'error';
-          cur.fault = fault;
-        } else {
-          cur.status = 'available';
-        }
-        this.saveVolume(cur);
-      });
-      if (fault) log.warn(`local volume ${v.id} failed: ${fault}`);
-    } finally {
-      activeWork.delete(worker.token);
-    }
+    });
   }
 
   /**
@@ -438,7 +505,7 @@ export class LocalVolumeProvider implements VolumeProvider {
    * copied from.
    */
   async deleteVolume(id: string): Promise<void> {
-    this.reapVolume(id);
+    this.reap(this.volumes, id);
     const v = this.tx(() => {
       const cur = this.loadVolume(id);
       if (!cur) return undefined;
@@ -459,24 +526,7 @@ export class LocalVolumeProvider implements VolumeProvider {
       return cur;
     });
     if (!v) return;
-    const token = v.worker!.token;
-    try {
-      await rm(v.path, { force: true });
-      await removePartialCopies(v.path);
-      this.tx(() => this.db.prepare('DELETE FROM volumes WHERE id = ?').run(id));
-    } catch (err) {
-      this.tx(() => {
-        const cur = this.loadVolume(id);
-        if (!cur) return;
-        cur.status = 'error_deleting';
-        cur.fault = String((err as Error)?.message ?? err);
-        cur.worker = null;
-        this.saveVolume(cur);
-      });
-      throw new CloudError(`cannot delete local volume ${id}: ${String((err as Error)?.message ?? err)}`, 500, { cause: err });
-    } finally {
-      activeWork.delete(token);
-    }
+    await this.removeImage(this.volumes, v);
   }
 
   /** Merge (or with `replace`, set) the volume's metadata. */
@@ -504,23 +554,7 @@ export class LocalVolumeProvider implements VolumeProvider {
 
   /** Poll until the volume reaches one of `states`; error states throw CloudError with the fault. */
   async waitVolume(id: string, states: string[], timeoutMs?: number, opts: WaitOptions = {}): Promise<LocalVolumeRecord> {
-    let delay = this.pollMs;
-    let deadline: number | undefined = timeoutMs !== undefined ? Date.now() + timeoutMs : undefined;
-    for (;;) {
-      this.reapVolume(id);
-      const v = this.loadVolume(id);
-      if (!v) throw new NotFoundError(`volume ${id} not found`);
-      if (deadline === undefined) deadline = Date.now() + defaultWaitMs(v.sizeBytes);
-      if (states.includes(v.status)) return this.publicVolume(v);
-      if (ERROR_STATES.has(v.status)) {
-        throw new CloudError(`volume ${id} went to ${v.status}${v.fault ? `: ${v.fault}` : ''}`);
-      }
-      if (Date.now() >= deadline) {
-        throw new CloudError(`timed out waiting for volume ${id} to become ${states.join('|')} (still ${v.status})`);
-      }
-      await pause(delay, opts.signal);
-      delay = Math.min(delay * 2, 1000);
-    }
+    return this.publicVolume(await this.waitRecord(this.volumes, id, states, timeoutMs, opts));
   }
 
   // ---------------------------------------------------------------- snapshots
@@ -578,42 +612,13 @@ export class LocalVolumeProvider implements VolumeProvider {
       activeWork.delete(worker.token);
       throw err;
     }
-    this.track(this.buildSnapshot(rec, source, worker));
+    this.track(this.buildImage(this.snapshots, rec, worker, (tmp) => copyImage(source, tmp)));
     return this.publicSnapshot(rec);
-  }
-
-  private async buildSnapshot(s: StoredSnapshot, source: string, worker: Worker): Promise<void> {
-    const tmp = `${s.path}.${worker.token.slice(0, 8)}.tmp`;
-    let fault: string | undefined;
-    try {
-      await copyImage(source, tmp);
-      await rename(tmp, s.path);
-    } catch (err) {
-      fault = String((err as Error)?.message ?? err);
-      await rm(tmp, { force: true }).catch(() => undefined);
-    }
-    try {
-      this.tx(() => {
-        const cur = this.loadSnapshot(s.id);
-        if (!cur || cur.worker?.token !== worker.token) return;
-        cur.worker = null;
-        if (fault) {
-          cur.status = 'error';
-          cur.fault = fault;
-        } else {
-          cur.status = 'available';
-        }
-        this.saveSnapshot(cur);
-      });
-      if (fault) log.warn(`local snapshot ${s.id} failed: ${fault}`);
-    } finally {
-      activeWork.delete(worker.token);
-    }
   }
 
   /** Delete a snapshot; missing is success. Refused while it is being created or copied from. */
   async deleteSnapshot(id: string): Promise<void> {
-    this.reapSnapshot(id);
+    this.reap(this.snapshots, id);
     const s = this.tx(() => {
       const cur = this.loadSnapshot(id);
       if (!cur || cur.status === 'deleting') return undefined;
@@ -629,43 +634,12 @@ export class LocalVolumeProvider implements VolumeProvider {
       return cur;
     });
     if (!s) return;
-    const token = s.worker!.token;
-    try {
-      await rm(s.path, { force: true });
-      await removePartialCopies(s.path);
-      this.tx(() => this.db.prepare('DELETE FROM snapshots WHERE id = ?').run(id));
-    } catch (err) {
-      this.tx(() => {
-        const cur = this.loadSnapshot(id);
-        if (!cur) return;
-        cur.status = 'error_deleting';
-        cur.fault = String((err as Error)?.message ?? err);
-        cur.worker = null;
-        this.saveSnapshot(cur);
-      });
-      throw new CloudError(`cannot delete local snapshot ${id}: ${String((err as Error)?.message ?? err)}`, 500, { cause: err });
-    } finally {
-      activeWork.delete(token);
-    }
+    await this.removeImage(this.snapshots, s);
   }
 
   /** Poll until the snapshot reaches one of `states`; error states throw CloudError. */
   async waitSnapshot(id: string, states: string[], timeoutMs?: number, opts: WaitOptions = {}): Promise<LocalSnapshotRecord> {
-    let delay = this.pollMs;
-    let deadline: number | undefined = timeoutMs !== undefined ? Date.now() + timeoutMs : undefined;
-    for (;;) {
-      this.reapSnapshot(id);
-      const s = this.loadSnapshot(id);
-      if (!s) throw new NotFoundError(`snapshot ${id} not found`);
-      if (deadline === undefined) deadline = Date.now() + defaultWaitMs(s.sizeBytes);
-      if (states.includes(s.status)) return this.publicSnapshot(s);
-      if (ERROR_STATES.has(s.status)) throw new CloudError(`snapshot ${id} went to ${s.status}${s.fault ? `: ${s.fault}` : ''}`);
-      if (Date.now() >= deadline) {
-        throw new CloudError(`timed out waiting for snapshot ${id} to become ${states.join('|')} (still ${s.status})`);
-      }
-      await pause(delay, opts.signal);
-      delay = Math.min(delay * 2, 1000);
-    }
+    return this.publicSnapshot(await this.waitRecord(this.snapshots, id, states, timeoutMs, opts));
   }
 
   // -------------------------------------------------------------- attachments

@@ -3,15 +3,17 @@
  * credentials, a janitor that removes everything a suite created in the cloud (even on failure),
  * attaching a volume to this node through the provider and the RBD connector (the same path the
  * agent uses) to write or read its content, a tree fingerprint to compare contents, running the
- * CLI as a child process, and the list of temporary resources Permafrost may have left behind.
+ * CLI as a child process, the list of temporary resources Permafrost may have left behind, and
+ * the lab, working directory and final checks every suite shares.
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import { connectorFor } from '../../src/connectors/index.js';
 import type { AttachedDevice } from '../../src/connectors/connector.js';
 import { NotFoundError } from '../../src/errors.js';
@@ -75,6 +77,50 @@ export async function cinderLab(parts: LabPart[] = ['cinder']): Promise<CinderLa
     cephConf: v.CEPH_CONF,
     keyring: v.CEPH_CINDER_KEYRING,
   };
+}
+
+/** The lab of one suite; when the suite cannot run, `skip` says why (also printed as `[name] skipped: …`). */
+export async function suiteLab(name: string, parts?: LabPart[]): Promise<{ cl: CinderLab; skip: string | undefined }> {
+  const found = await cinderLab(parts);
+  const skip = 'skip' in found ? found.skip : undefined;
+  if (skip) console.warn(`[${name}] skipped: ${skip}`);
+  return { cl: found as CinderLab, skip };
+}
+
+/** A suite's working directory (a new temporary one): its state and repository paths, and an empty agent.ini as empty.ini. */
+export function suiteWork(prefix: string): { work: string; state: string; repo: string } {
+  const work = mkdtempSync(join(tmpdir(), prefix));
+  const state = join(work, 'state');
+  const repo = join(work, 'repo');
+  writeFileSync(join(work, 'empty.ini'), '');
+  return { work, state, repo };
+}
+
+/**
+ * The end of a suite (its afterAll): the janitor's steps, then `cleanup` (`permafrost cleanup
+ * --provider cinder`) for whatever a failed test left, the timings printed and the working
+ * directory removed. Then nothing may be left: no janitor error, no temporary resource tagged with
+ * the suite's host, no volume named after its run.
+ */
+export async function endSuite(o: {
+  name: string;
+  run: string;
+  host: string;
+  admin: CinderVolumeProvider;
+  janitor: Janitor;
+  work: string;
+  timings: Record<string, number>;
+  cleanup: () => Promise<unknown>;
+}): Promise<void> {
+  const errors = await o.janitor.cleanup();
+  await o.cleanup().catch(() => undefined);
+  const left = await tempLeftovers(o.admin, { host: o.host });
+  const ours = (await o.admin.client.listVolumes({ allTenants: true })).filter((v) => (v.name ?? '').startsWith(o.run));
+  console.warn(`[${o.name}] timings (ms): ${JSON.stringify(o.timings)}`);
+  rmSync(o.work, { recursive: true, force: true });
+  expect(errors).toEqual([]);
+  expect(left).toEqual([]);
+  expect(ours.map((v) => `${v.name} ${v.id} ${v.status}`)).toEqual([]);
 }
 
 /** OS_* variables for these credentials. */

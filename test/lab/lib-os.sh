@@ -108,6 +108,17 @@ C
     ;;
   esac
 }
+cinder_auth() { # the cinder service user's credentials ([keystone_authtoken], [nova])
+  cat <<C
+auth_url = http://127.0.0.1:5000/v3
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = cinder
+password = $CINDER_PASS
+C
+}
 cinder_conf() {
   mkdir -p $LAB/cinder/{lock,state,backups}
   [ -f $LAB/etc/rbd_secret_uuid ] || uuidgen > $LAB/etc/rbd_secret_uuid
@@ -138,24 +149,12 @@ connection = sqlite:///$LAB/cinder/cinder.db
 lock_path = $LAB/cinder/lock
 [keystone_authtoken]
 www_authenticate_uri = http://127.0.0.1:5000/v3
-auth_url = http://127.0.0.1:5000/v3
-auth_type = password
-project_domain_name = Default
-user_domain_name = Default
-project_name = service
-username = cinder
-password = $CINDER_PASS
+$(cinder_auth)
 service_token_roles_required = true
 [oslo_messaging_rabbit]
 heartbeat_timeout_threshold = 0
 [nova]
-auth_url = http://127.0.0.1:5000/v3
-auth_type = password
-project_domain_name = Default
-user_domain_name = Default
-project_name = service
-username = cinder
-password = $CINDER_PASS
+$(cinder_auth)
 [ceph]
 volume_driver = cinder.volume.drivers.rbd.RBDDriver
 volume_backend_name = ceph

@@ -12,27 +12,26 @@
  * root or the lab cannot come up; everything created in the cloud is removed in afterAll.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CinderVolumeProvider } from '../../src/volume/cinder/provider.js';
 import { createGroup, createGroupType, getGroup } from '../../src/volume/cinder/resources.js';
 import type { VolumeRecord } from '../../src/volume/provider.js';
 import {
-  type CinderLab,
   type CliRun,
   type Creds,
   Janitor,
-  cinderLab,
   cliEnv,
   createVolume,
   describeRun,
+  endSuite,
   ensureQuotas,
   osEnv,
   provider,
   runCli,
   sleep,
+  suiteLab,
+  suiteWork,
   tempLeftovers,
   withMounted,
   writeContent,
@@ -41,10 +40,7 @@ import {
 const RUN = `pf-e2b-${randomBytes(3).toString('hex')}`;
 const HOST = `${RUN}-node`;
 
-const found = await cinderLab(['cinder']);
-const skip = 'skip' in found ? found.skip : undefined;
-if (skip) console.warn(`[cinder-e2e-batch] skipped: ${skip}`);
-const cl = found as CinderLab;
+const { cl, skip } = await suiteLab('cinder-e2e-batch', ['cinder']);
 
 let admin: CinderVolumeProvider;
 let demo: CinderVolumeProvider;
@@ -88,10 +84,7 @@ beforeAll(async () => {
   admin = await provider(cl.admin);
   demo = await provider(cl.demo);
   await ensureQuotas(admin, [(await admin.info()).projectId!, (await demo.info()).projectId!]);
-  work = mkdtempSync(join(tmpdir(), 'pf-cinder-e2b-'));
-  state = join(work, 'state');
-  repo = join(work, 'repo');
-  writeFileSync(join(work, 'empty.ini'), '');
+  ({ work, state, repo } = suiteWork('pf-cinder-e2b-'));
   const init = await pf(['init']);
   if (init.code !== 0) throw new Error(describeRun(init));
   const make = async (p: CinderVolumeProvider, name: string) => {
@@ -104,15 +97,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (skip) return;
-  const errors = await janitor.cleanup();
-  await pf(['cleanup', '--provider', 'cinder']).catch(() => undefined);
-  const left = await tempLeftovers(admin, { host: HOST });
-  const ours = (await admin.client.listVolumes({ allTenants: true })).filter((v) => (v.name ?? '').startsWith(RUN));
-  console.warn(`[cinder-e2e-batch] timings (ms): ${JSON.stringify(timings)}`);
-  rmSync(work, { recursive: true, force: true });
-  expect(errors).toEqual([]);
-  expect(left).toEqual([]);
-  expect(ours.map((v) => `${v.name} ${v.id} ${v.status}`)).toEqual([]);
+  await endSuite({ name: 'cinder-e2e-batch', run: RUN, host: HOST, admin, janitor, work, timings, cleanup: () => pf(['cleanup', '--provider', 'cinder']) });
 }, 900_000);
 
 describe.skipIf(skip !== undefined)('cinder batch backups (CLI against the lab)', () => {

@@ -11,21 +11,19 @@
  * cloud is removed in afterAll.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listMounts } from '../../src/util/mounts.js';
 import type { CinderVolumeProvider } from '../../src/volume/cinder/provider.js';
 import type { VolumeRecord } from '../../src/volume/provider.js';
 import {
-  type CinderLab,
   type CliRun,
   Janitor,
-  cinderLab,
   cliEnv,
   createVolume,
   describeRun,
+  endSuite,
   ensureQuotas,
   loopsUnder,
   osEnv,
@@ -33,6 +31,8 @@ import {
   provider,
   runCli,
   sleep,
+  suiteLab,
+  suiteWork,
   tempLeftovers,
   withMounted,
 } from '../helpers/cinder.js';
@@ -41,10 +41,7 @@ const RUN = `pf-e2f-${randomBytes(3).toString('hex')}`;
 const HOST = `${RUN}-node`;
 const MiB = 1024 * 1024;
 
-const found = await cinderLab(['cinder']);
-const skip = 'skip' in found ? found.skip : undefined;
-if (skip) console.warn(`[cinder-e2e-faults] skipped: ${skip}`);
-const cl = found as CinderLab;
+const { cl, skip } = await suiteLab('cinder-e2e-faults', ['cinder']);
 
 let admin: CinderVolumeProvider;
 const janitor = new Janitor();
@@ -98,10 +95,7 @@ beforeAll(async () => {
   if (skip) return;
   admin = await provider(cl.admin);
   await ensureQuotas(admin, [(await admin.info()).projectId!]);
-  work = mkdtempSync(join(tmpdir(), 'pf-cinder-e2f-'));
-  state = join(work, 'state');
-  repo = join(work, 'repo');
-  writeFileSync(join(work, 'empty.ini'), '');
+  ({ work, state, repo } = suiteWork('pf-cinder-e2f-'));
   const init = await pf(['init']);
   if (init.code !== 0) throw new Error(describeRun(init));
   big = await createVolume(admin, janitor, { name: `${RUN}-big`, size: 1 });
@@ -115,15 +109,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (skip) return;
-  const errors = await janitor.cleanup();
-  await pf(['cleanup', '--provider', 'cinder']).catch(() => undefined);
-  const left = await tempLeftovers(admin, { host: HOST });
-  const ours = (await admin.client.listVolumes({ allTenants: true })).filter((v) => (v.name ?? '').startsWith(RUN));
-  console.warn(`[cinder-e2e-faults] timings (ms): ${JSON.stringify(timings)}`);
-  rmSync(work, { recursive: true, force: true });
-  expect(errors).toEqual([]);
-  expect(left).toEqual([]);
-  expect(ours.map((v) => `${v.name} ${v.id} ${v.status}`)).toEqual([]);
+  await endSuite({ name: 'cinder-e2e-faults', run: RUN, host: HOST, admin, janitor, work, timings, cleanup: () => pf(['cleanup', '--provider', 'cinder']) });
 }, 900_000);
 
 describe.skipIf(skip !== undefined)('cinder faults (CLI against the lab)', () => {

@@ -18,8 +18,7 @@
  * cloud is removed in afterAll, even when a test failed.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFileSync, closeSync, fstatSync, mkdtempSync, openSync, readSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, closeSync, fstatSync, openSync, readSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Repository } from '../../src/repository/repository.js';
@@ -28,16 +27,15 @@ import { detectFilesystem } from '../../src/util/fs-detect.js';
 import { listMounts } from '../../src/util/mounts.js';
 import type { CinderVolumeProvider } from '../../src/volume/cinder/provider.js';
 import {
-  type CinderLab,
   type CliRun,
   Janitor,
   attachAsServer,
-  cinderLab,
   cliEnv,
   createVolume,
   deleteAttachment,
   describeRun,
   dropVolume,
+  endSuite,
   ensureQuotas,
   fingerprint,
   loopsUnder,
@@ -45,6 +43,8 @@ import {
   processesMatching,
   provider,
   runCli,
+  suiteLab,
+  suiteWork,
   tempLeftovers,
   withDevice,
   withMounted,
@@ -55,10 +55,7 @@ const RUN = `pf-e2e-${randomBytes(3).toString('hex')}`;
 const HOST = `${RUN}-node`;
 const MiB = 1024 * 1024;
 
-const found = await cinderLab(['cinder', 's3']);
-const skip = 'skip' in found ? found.skip : undefined;
-if (skip) console.warn(`[cinder-e2e] skipped: ${skip}`);
-const cl = found as CinderLab;
+const { cl, skip } = await suiteLab('cinder-e2e', ['cinder', 's3']);
 
 let admin: CinderVolumeProvider;
 const janitor = new Janitor();
@@ -120,25 +117,14 @@ beforeAll(async () => {
   if (skip) return;
   admin = await provider(cl.admin);
   await ensureQuotas(admin, [(await admin.info()).projectId!, (await (await provider(cl.demo)).info()).projectId!]);
-  work = mkdtempSync(join(tmpdir(), 'pf-cinder-e2e-'));
-  state = join(work, 'state');
-  repo = join(work, 'repo');
-  writeFileSync(join(work, 'empty.ini'), '');
+  ({ work, state, repo } = suiteWork('pf-cinder-e2e-'));
   ok(await pf(['init']));
 });
 
 afterAll(async () => {
   if (skip) return;
-  const errors = await janitor.cleanup();
   // Whatever a failed test may have left: what `permafrost cleanup` finds, then check the cloud.
-  await pf(['cleanup', '--provider', 'cinder']).catch(() => undefined);
-  const left = await tempLeftovers(admin, { host: HOST });
-  const ours = (await admin.client.listVolumes({ allTenants: true })).filter((v) => (v.name ?? '').startsWith(RUN));
-  console.warn(`[cinder-e2e] timings (ms): ${JSON.stringify(timings)}`);
-  rmSync(work, { recursive: true, force: true });
-  expect(errors).toEqual([]);
-  expect(left).toEqual([]);
-  expect(ours.map((v) => `${v.name} ${v.id} ${v.status}`)).toEqual([]);
+  await endSuite({ name: 'cinder-e2e', run: RUN, host: HOST, admin, janitor, work, timings, cleanup: () => pf(['cleanup', '--provider', 'cinder']) });
 }, 900_000);
 
 describe.skipIf(skip !== undefined)('cinder end to end (CLI against the lab)', () => {

@@ -10,11 +10,12 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectorProperties } from '../../src/connectors/properties.js';
 import { AuthError, CloudError, NotFoundError } from '../../src/errors.js';
 import { createAttachment, deleteAttachment } from '../../src/volume/cinder/attachments.js';
-import { connectorProperties } from '../../src/volume/cinder/connector-props.js';
 import { KeystoneSession } from '../../src/volume/cinder/keystone.js';
-import { CinderVolumeProvider, HOST_TAG, TEMP_TAG } from '../../src/volume/cinder/provider.js';
+import { CinderVolumeProvider } from '../../src/volume/cinder/provider.js';
+import { HOST_KEY as HOST_TAG, TEMPORARY_KEY as TEMP_TAG } from '../../src/volume/temporary.js';
 import {
   availabilityZoneExists,
   createGroup,
@@ -28,17 +29,11 @@ import {
   listVolumeTypes,
 } from '../../src/volume/cinder/resources.js';
 import type { ConnectorProperties } from '../../src/volume/provider.js';
+import type { Creds } from '../helpers/cinder.js';
 import { ensureLab, isSkip, parseEnvSh } from '../setup/lab.js';
 
 const RUN = `pf-t-${randomBytes(3).toString('hex')}`;
 const HOST = `${RUN}-node`;
-
-interface Creds {
-  authUrl: string;
-  username: string;
-  password: string;
-  projectName: string;
-}
 
 let skip: string | undefined;
 let admin: CinderVolumeProvider;

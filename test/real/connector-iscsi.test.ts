@@ -4,17 +4,16 @@
 // qemu-storage-daemon (libiscsi) as a FUSE file and attaches it as a loop device.
 // Needs root, tgt, qemu-system-common + qemu-block-extra, fuse3; skips with a printed reason otherwise.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { IscsiConnector } from '../../src/connectors/iscsi.js';
 import type { AttachedDevice } from '../../src/connectors/connector.js';
 import { DeviceError } from '../../src/errors.js';
 import { detectFilesystem } from '../../src/util/fs-detect.js';
 import { listMounts, mkfs, mountReadOnly, mountReadWrite, umount, umountAllUnder } from '../../src/util/mounts.js';
+import { freePort, pidAlive, startTgtd, stopTgtd } from '../helpers/tgtd.js';
 
 const PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
 const env = { ...process.env, PATH };
@@ -49,26 +48,6 @@ function skipReason(): string | undefined {
 }
 const reason = skipReason();
 if (reason) console.warn(`test/real/connector-iscsi: skipped: ${reason}`);
-
-async function freePort(preferred: number): Promise<number> {
-  const tryPort = (port: number): Promise<boolean> =>
-    new Promise((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-  for (let p = preferred; p < preferred + 50; p++) if (await tryPort(p)) return p;
-  throw new Error('no free port for tgtd');
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) [ZX] /.test(stat);
-  } catch {
-    return false;
-  }
-}
 
 /** Live (non-zombie) qemu-storage-daemon processes whose command line mentions `needle`. */
 function qsdProcesses(needle: string): number[] {
@@ -150,21 +129,7 @@ describe.skipIf(reason !== undefined)('iscsi connector (userspace) against a rea
       await writeFile(join(dir, name), '');
       await truncate(join(dir, name), 128 * 1024 * 1024);
     }
-    const child = spawn('tgtd', ['-f', '-C', String(ctl), '--iscsi', `portal=127.0.0.1:${port}`], {
-      env,
-      detached: true,
-      stdio: ['ignore', 'ignore', 'ignore'],
-    });
-    child.unref();
-    tgtdPid = child.pid;
-    for (let i = 0; i < 50; i++) {
-      try {
-        execFileSync('tgtadm', ['-C', String(ctl), '--lld', 'iscsi', '--op', 'show', '--mode', 'target'], { stdio: 'ignore', env });
-        break;
-      } catch {
-        await sleep(100);
-      }
-    }
+    tgtdPid = await startTgtd(port, ctl);
     tgtadm('--op', 'new', '--mode', 'target', '--tid', '1', '-T', IQN);
     tgtadm('--op', 'new', '--mode', 'logicalunit', '--tid', '1', '--lun', '1', '-b', join(dir, 'lun1.img'));
     tgtadm('--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL');
@@ -178,27 +143,7 @@ describe.skipIf(reason !== undefined)('iscsi connector (userspace) against a rea
   afterAll(async () => {
     if (dir) await umountAllUnder(dir).catch(() => undefined);
     for (const { c, d } of attached.reverse()) await c.detach(d).catch(() => undefined);
-    if (tgtdPid) {
-      // tgtd ignores SIGTERM while a target exists: offline, delete targets, then stop it.
-      const quiet = (...args: string[]) => {
-        try {
-          execFileSync('tgtadm', ['-C', String(ctl), ...args], { stdio: 'ignore', env });
-        } catch {
-          // best effort
-        }
-      };
-      quiet('--op', 'update', '--mode', 'sys', '--name', 'State', '-v', 'offline');
-      for (const tid of ['1', '2']) quiet('--lld', 'iscsi', '--op', 'delete', '--mode', 'target', '--tid', tid, '--force');
-      quiet('--op', 'delete', '--mode', 'system');
-      for (let i = 0; i < 30 && pidAlive(tgtdPid); i++) await sleep(100);
-      if (pidAlive(tgtdPid)) {
-        try {
-          process.kill(tgtdPid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-    }
+    if (tgtdPid) await stopTgtd(tgtdPid, ctl, ['1', '2']);
     if (dir) await rm(dir, { recursive: true, force: true });
     const avg = (a: number[]): string => (a.length ? (a.reduce((x, y) => x + y, 0) / a.length).toFixed(0) : '-');
     console.log(`iscsi userspace connector: ${times.attach!.length} attaches, avg ${avg(times.attach!)} ms; ${times.detach!.length} detaches, avg ${avg(times.detach!)} ms`);

@@ -12,11 +12,9 @@
 //
 // Needs root, tgt, qemu-system-common + qemu-block-extra (block-iscsi), fuse3; skips otherwise.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import net from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Catalog } from '../../src/catalog/catalog.js';
 import { backupVolume } from '../../src/jobs/backup-volume.js';
 import { cleanupLeftovers } from '../../src/jobs/cleanup.js';
@@ -28,6 +26,7 @@ import { LocalVolumeProvider } from '../../src/volume/local.js';
 import { createVolumeWithFilesystem } from '../../src/volume/local-cli.js';
 import type { Attachment, ConnectorProperties } from '../../src/volume/provider.js';
 import { CLEAN, type VolumeLab as Lab, VolumeLab, blkid, describeTree, diffTrees, fillTree, has, mutateTree, qsdProcesses, rootSkipReason, withMounted } from '../helpers/volumes.js';
+import { freePort, startTgtd, stopTgtd } from '../helpers/tgtd.js';
 
 const PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
 const env = { ...process.env, PATH };
@@ -43,25 +42,6 @@ function skipReason(): string | undefined {
 }
 const reason = skipReason();
 if (reason) console.warn(`test/real/volume-e2e-iscsi: skipped: ${reason}`);
-
-async function freePort(from: number): Promise<number> {
-  const ok = (port: number) =>
-    new Promise<boolean>((res) => {
-      const s = net.createServer();
-      s.once('error', () => res(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => res(true)));
-    });
-  for (let p = from; p < from + 100; p++) if (await ok(p)) return p;
-  throw new Error('no free port for tgtd');
-}
-
-function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
 /** The local pool, exported over iSCSI by a tgtd on attach (what Cinder's tgt driver does). */
 class IscsiExportedPool extends LocalVolumeProvider {
@@ -124,18 +104,8 @@ describe.skipIf(reason !== undefined)('volume backup and restore through the iSC
   beforeAll(async () => {
     for (const p of qsdProcesses()) qsdBefore.add(p);
     lab = await VolumeLab.create('iscsi');
-    port = await freePort(3300);
-    const child = spawn('tgtd', ['-f', '-C', String(port), '--iscsi', `portal=127.0.0.1:${port}`], { env, detached: true, stdio: 'ignore' });
-    child.unref();
-    tgtd = child.pid;
-    for (let i = 0; i < 50; i++) {
-      try {
-        execFileSync('tgtadm', ['-C', String(port), '--lld', 'iscsi', '--op', 'show', '--mode', 'target'], { stdio: 'ignore', env });
-        break;
-      } catch {
-        await sleep(100);
-      }
-    }
+    port = await freePort(3300, 100);
+    tgtd = await startTgtd(port, port);
     pool = new IscsiExportedPool(lab.pool, port, port);
     repo = await Repository.open(new LocalStorage(lab.repo));
     await repo.loadIndex();
@@ -147,19 +117,7 @@ describe.skipIf(reason !== undefined)('volume backup and restore through the iSC
     await repo?.close();
     catalog?.close();
     await pool?.close();
-    if (tgtd) {
-      const quiet = (...args: string[]) => {
-        try {
-          execFileSync('tgtadm', ['-C', String(port), ...args], { stdio: 'ignore', env });
-        } catch {
-          // best effort
-        }
-      };
-      quiet('--op', 'update', '--mode', 'sys', '--name', 'State', '-v', 'offline');
-      quiet('--op', 'delete', '--mode', 'system');
-      for (let i = 0; i < 30 && alive(tgtd); i++) await sleep(100);
-      if (alive(tgtd)) process.kill(tgtd, 'SIGKILL');
-    }
+    if (tgtd) await stopTgtd(tgtd, port);
     await lab?.close();
   });
 

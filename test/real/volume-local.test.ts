@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { CloudError, NotFoundError, UsageError } from '../../src/errors.js';
 import { detectFilesystem } from '../../src/util/fs-detect.js';
-import { GiB, HOST_KEY, LocalVolumeProvider, TEMPORARY_KEY, type LocalVolumeRecord } from '../../src/volume/local.js';
+import { GiB, LocalVolumeProvider, type LocalVolumeRecord } from '../../src/volume/local.js';
+import { HOST_KEY, TEMPORARY_KEY } from '../../src/volume/temporary.js';
 import { createVolumeWithFilesystem, deleteVolumeByRef, listVolumeRows, parseSize } from '../../src/volume/local-cli.js';
 import type { ConnectorProperties } from '../../src/volume/provider.js';
 

@@ -1,12 +1,12 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CloudError, NotFoundError } from '../../src/errors.js';
 import { CinderClient, compareMicroversion, parseMicroversion, queryString } from '../../src/volume/cinder/client.js';
 import { KeystoneSession } from '../../src/volume/cinder/keystone.js';
-import { FakeCloud } from '../../src/volume/cinder/testing/fake-cloud.js';
 import { resolveOpenStackConfig } from '../../src/volume/openstack-config.js';
+import { useFakeCloud } from '../helpers/fake-cloud.js';
 
 const fast = { attempts: 4, baseDelayMs: 5, maxDelayMs: 20 };
-let cloud: FakeCloud;
+const cloud = useFakeCloud();
 
 async function client(opts: { user?: string; pageSize?: number; microversion?: string } = {}): Promise<CinderClient> {
   const user = cloud.users.find((u) => u.name === (opts.user ?? 'admin'))!;
@@ -16,21 +16,6 @@ async function client(opts: { user?: string; pageSize?: number; microversion?: s
   });
   return new CinderClient(new KeystoneSession(cfg, { retry: fast }), { retry: fast, pageSize: opts.pageSize, microversion: opts.microversion });
 }
-
-beforeAll(async () => {
-  cloud = await new FakeCloud().start();
-});
-afterAll(async () => {
-  await cloud.stop();
-});
-beforeEach(() => {
-  cloud.faults = [];
-  cloud.requests = [];
-  cloud.volumes.clear();
-  cloud.snapshots.clear();
-  cloud.maxMicroversion = '3.70';
-  cloud.quotaGiB = 1000;
-});
 
 describe('microversions', () => {
   it('parses and compares', () => {

@@ -1,16 +1,17 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { connectorProperties, firstIPv4 } from '../../src/connectors/properties.js';
 import { AuthError, CloudError, InterruptedError, NotFoundError, UsageError } from '../../src/errors.js';
 import { redact } from '../../src/util/log.js';
 import { normalizeConnectionInfo } from '../../src/volume/cinder/attachments.js';
-import { connectorProperties, firstIPv4 } from '../../src/volume/cinder/connector-props.js';
-import { CinderVolumeProvider, HOST_TAG, TEMP_TAG } from '../../src/volume/cinder/provider.js';
-import { FakeCloud } from '../../src/volume/cinder/testing/fake-cloud.js';
+import { CinderVolumeProvider } from '../../src/volume/cinder/provider.js';
+import { HOST_KEY as HOST_TAG, TEMPORARY_KEY as TEMP_TAG } from '../../src/volume/temporary.js';
+import { useFakeCloud } from '../helpers/fake-cloud.js';
 
 const fast = { attempts: 3, baseDelayMs: 5, maxDelayMs: 20 };
-let cloud: FakeCloud;
+const cloud = useFakeCloud();
 
 function provider(user = 'admin', extra: Record<string, unknown> = {}): Promise<CinderVolumeProvider> {
   const u = cloud.users.find((x) => x.name === user)!;
@@ -21,23 +22,6 @@ function provider(user = 'admin', extra: Record<string, unknown> = {}): Promise<
 }
 
 const connector = { ip: '127.0.0.1', host: 'node1', multipath: false, platform: 'x86_64', os_type: 'linux2' };
-
-beforeAll(async () => {
-  cloud = await new FakeCloud().start();
-});
-afterAll(async () => {
-  await cloud.stop();
-});
-beforeEach(() => {
-  cloud.faults = [];
-  cloud.requests = [];
-  cloud.volumes.clear();
-  cloud.snapshots.clear();
-  cloud.attachments.clear();
-  cloud.messages = [];
-  cloud.creatingPolls = 1;
-  cloud.maxMicroversion = '3.70';
-});
 
 describe('CinderVolumeProvider', () => {
   it('creates, waits, maps the record and applies bootable once available', async () => {

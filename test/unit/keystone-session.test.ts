@@ -1,9 +1,10 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AuthError, ConfigError, UnreachableError } from '../../src/errors.js';
 import { redact } from '../../src/util/log.js';
 import { KeystoneSession, authRequestBody, findEndpoint, identityV3Url } from '../../src/volume/cinder/keystone.js';
 import { FakeCloud } from '../../src/volume/cinder/testing/fake-cloud.js';
 import type { OpenStackAuthConfig } from '../../src/volume/openstack-config.js';
+import { useFakeCloud } from '../helpers/fake-cloud.js';
 
 const fast = { attempts: 3, baseDelayMs: 5, maxDelayMs: 20 };
 
@@ -23,19 +24,7 @@ function cfg(over: Partial<OpenStackAuthConfig> = {}): OpenStackAuthConfig {
   };
 }
 
-let cloud: FakeCloud;
-beforeAll(async () => {
-  cloud = await new FakeCloud().start();
-});
-afterAll(async () => {
-  await cloud.stop();
-});
-beforeEach(() => {
-  cloud.authCount = 0;
-  cloud.authDelayMs = 0;
-  cloud.tokenLifetimeS = 3600;
-  cloud.faults = [];
-});
+const cloud = useFakeCloud();
 
 describe('keystone helpers', () => {
   it('normalizes auth_url to the v3 base', () => {

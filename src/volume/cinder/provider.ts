@@ -4,6 +4,7 @@
  * server's user message; attach uses the attachments API (3.44+) or the
  * legacy volume actions on older clouds.
  */
+import { connectorProperties } from '../../connectors/properties.js';
 import { AuthError, CloudError, NotFoundError, UsageError, pause, throwIfAborted } from '../../errors.js';
 import { log } from '../../util/log.js';
 import { type ResolveOptions, resolveOpenStackConfig } from '../openstack-config.js';
@@ -17,6 +18,7 @@ import type {
   VolumeRecord,
   WaitOptions,
 } from '../provider.js';
+import { HOST_KEY, TEMPORARY_KEY } from '../temporary.js';
 import {
   ATTACHMENTS_MICROVERSION,
   attachLegacy,
@@ -31,7 +33,6 @@ import {
   unreserveVolume,
 } from './attachments.js';
 import { CinderClient, type CinderClientOptions } from './client.js';
-import { connectorProperties } from './connector-props.js';
 import { KeystoneSession, type KeystoneSessionOptions } from './keystone.js';
 import { listMessages } from './resources.js';
 import { emptyVolume, toSnapshotRecord, toVolumeRecord } from './records.js';
@@ -43,10 +44,6 @@ export { ADMIN_METADATA_KEYS, toSnapshotRecord, toVolumeRecord } from './records
 export const VOLUME_ERROR_STATES = ['error', 'error_deleting', 'error_restoring', 'error_extending', 'error_managing', 'error_backing-up'];
 /** Snapshot states that end a wait with an error. */
 export const SNAPSHOT_ERROR_STATES = ['error', 'error_deleting'];
-/** Metadata keys tagging the agent's temporary resources. */
-export const TEMP_TAG = 'permafrost:temporary';
-/** Metadata key naming the node that created a temporary resource. */
-export const HOST_TAG = 'permafrost:host';
 
 const TRANSITIONAL = new Set(['creating', 'attaching', 'detaching', 'reserved', 'downloading', 'uploading', 'backing-up', 'restoring-backup', 'extending', 'retyping', 'maintenance']);
 
@@ -392,14 +389,14 @@ export class CinderVolumeProvider implements VolumeProvider {
       throw err;
     }
     if (!(v.attachments ?? []).some((a) => a.attachment_id === attachmentId)) return;
-    const connector = this.legacyConnectors.get(attachmentId) ?? (await connectorProperties());
+    const connector = this.legacyConnectors.get(attachmentId) ?? connectorProperties();
     await terminateConnection(this.client, volumeId, connector);
     await detachLegacy(this.client, volumeId, attachmentId);
     this.legacyConnectors.delete(attachmentId);
   }
 
   async listLeftovers(tag: { host: string }): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[] }> {
-    const metadata = { [TEMP_TAG]: 'true', [HOST_TAG]: tag.host };
+    const metadata = { [TEMPORARY_KEY]: 'true', [HOST_KEY]: tag.host };
     const allTenants = await this.isAdmin();
     const [vols, snaps] = await Promise.all([this.client.listVolumes({ allTenants, metadata }), this.client.listSnapshots({ allTenants, metadata })]);
     return { volumes: vols.map(toVolumeRecord), snapshots: snaps.map(toSnapshotRecord) };
