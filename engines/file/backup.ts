@@ -60,9 +60,7 @@ const READ_SIZE = 8 << 20;
 const LARGE_WINDOW = 2;
 /** Average milliseconds per metadata call above which the metadata counts as cold (warming pays). */
 const WARM_THRESHOLD_MS = 0.05;
-/** Warming starts this late (a small tree is done by then) ... */
-const WARM_DELAY_MS = 500;
-/** ... with this many subtrees walked at a time. */
+/** Subtrees walked at a time by the warming threads (at most the reader count). */
 const WARM_THREADS = 4;
 /** Large files read at the same time. */
 const LARGE_FILES = 2;
@@ -191,7 +189,6 @@ class TreeBackup {
   private progressFiles = 0;
   private lastYield = 0;
   private emptyTreeId?: Promise<BlobId>;
-  private warmTimer?: NodeJS.Timeout;
   private walkDone = false;
 
   constructor(
@@ -239,7 +236,6 @@ class TreeBackup {
       if (this.xTargeted) this.inheritXattrs(rootWork, parent?.root ? ({ ...parent.root, name: '' } as TreeNode) : undefined);
       const res = await this.walkDir(this.rootDir, '', parent?.nodes, rootWork);
       this.walkDone = true;
-      clearTimeout(this.warmTimer);
       this.flushBatch();
       this.flushXBatch();
       const root = await res.tree;
@@ -262,7 +258,6 @@ class TreeBackup {
       throw this.failure;
     } finally {
       this.walkDone = true;
-      clearTimeout(this.warmTimer);
       this.signal.removeEventListener('abort', onAbort);
       this.xattrScan?.kill();
       await this.pool?.close();
@@ -414,19 +409,19 @@ class TreeBackup {
     // Cached metadata answers in a few microseconds: warming would only burn the other core.
     if (ops === 0 || (performance.now() - t0) / ops < WARM_THRESHOLD_MS) return;
     if (frontier.length === 1 && frontier[0] === this.rootDir) return;
-    // Small trees are walked before warming could pay for its threads: start
-    // late, and with at most WARM_THREADS subtrees at a time.
+    // Cold metadata answers ~2.5x faster with several requests in flight: warm
+    // right away, several subtrees at a time, ahead of the walk (the walk itself
+    // starts in the first subtree, so warming starts at the second).
     const queue = frontier;
-    let next = 0;
+    let next = queue.length > 1 ? 1 : 0;
     const more = (): void => {
       if (next >= queue.length || this.walkDone || this.failure !== undefined) return;
       this.getPool()
         .warm([queue[next++]!])
         .then(more, noop);
     };
-    this.warmTimer = setTimeout(() => {
-      for (let i = 0; i < WARM_THREADS; i++) more();
-    }, WARM_DELAY_MS);
+    const threads = Math.min(this.readers, WARM_THREADS, queue.length - next);
+    for (let i = 0; i < threads; i++) more();
   }
 
   // ---- xattrs of incrementals ------------------------------------------------
