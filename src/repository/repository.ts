@@ -48,6 +48,16 @@ export const TREE_PACK_SIZE = 4 << 20;
 const TREE_PACK_READ_MAX = 8 << 20;
 /** Bytes of tree packs kept in memory. */
 const TREE_CACHE_BYTES = 32 << 20;
+/**
+ * Small data blobs are read with the aligned window of their pack around them
+ * (one read for the many small blobs a restore wants next: they were packed in
+ * the order the backup walked, which is the order restore walks), ...
+ */
+const WINDOW_SIZE = 4 << 20;
+/** ... blobs up to this size; larger ones are read alone. */
+const WINDOW_BLOB_MAX = 256 << 10;
+/** Windows kept (LRU). */
+const WINDOW_CACHE = 8;
 
 export interface RepoConfig {
   version: 1;
@@ -94,6 +104,8 @@ export class Repository implements BlobStore {
   /** Whole tree packs read by loadBlob (insertion order = LRU order). */
   #treePacks = new Map<string, { bytes: Promise<Buffer>; size: number }>();
   #treePackBytes = 0;
+  /** Windows of data packs (see WINDOW_SIZE), key `<pack>:<start>`, insertion order = LRU order. */
+  #windows = new Map<string, Promise<Buffer>>();
   #uploads = new Set<Promise<void>>();
   #uploadLimit = pLimit(3);
   #written: { id: string; blobs: PackEntry[] }[] = [];
@@ -305,13 +317,37 @@ export class Repository implements BlobStore {
     if (!loc) throw new NotFoundError(`blob ${id} is not in the index`);
     if (loc.type !== type) throw new IntegrityError(`blob ${id} is a ${loc.type} blob, not ${type}`);
     let stored: Buffer;
-    const whole = type === 'tree' ? this.#treePack(loc.pack) : undefined;
+    let base = 0;
+    const whole = type === 'tree' ? this.#treePack(loc.pack) : loc.length <= WINDOW_BLOB_MAX ? this.#window(loc.pack, loc.offset, loc.length) : undefined;
     if (whole !== undefined) {
+      if (type === 'data') base = loc.offset - (loc.offset % WINDOW_SIZE);
       const bytes = await whole;
-      stored = bytes.subarray(Math.min(loc.offset, bytes.length), Math.min(loc.offset + loc.length, bytes.length));
+      const from = loc.offset - base;
+      stored = bytes.subarray(Math.min(from, bytes.length), Math.min(from + loc.length, bytes.length));
     } else stored = await this.storage.get(packKey(loc.pack), { offset: loc.offset, length: loc.length });
     // Every blob is verified on its own, also when it comes from a cached pack.
     return this.decodeBlob(id, stored, loc.flags, loc.rawLength);
+  }
+
+  /** The aligned window of a pack holding [offset, offset + length), or undefined when the blob crosses a window edge. */
+  #window(pack: string, offset: number, length: number): Promise<Buffer> | undefined {
+    const start = offset - (offset % WINDOW_SIZE);
+    if (offset + length > start + WINDOW_SIZE) return undefined;
+    const key = `${pack}:${start}`;
+    const hit = this.#windows.get(key);
+    if (hit !== undefined) {
+      this.#windows.delete(key);
+      this.#windows.set(key, hit);
+      return hit;
+    }
+    const end = Math.max(offset + length, Math.min(start + WINDOW_SIZE, this.index.packInfo(pack)?.blobsEnd ?? 0));
+    const p = this.storage.get(packKey(pack), { offset: start, length: end - start });
+    this.#windows.set(key, p);
+    p.catch(() => {
+      if (this.#windows.get(key) === p) this.#windows.delete(key);
+    });
+    if (this.#windows.size > WINDOW_CACHE) this.#windows.delete(this.#windows.keys().next().value!);
+    return p;
   }
 
   /**
