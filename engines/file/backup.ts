@@ -146,6 +146,58 @@ interface DirResult {
 
 const noop = (): void => {};
 
+/** Fields of a node, in encoding order (see tree.ts canonicalNode). */
+const SCALAR_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'size', 'mtimeNs', 'ctimeNs', 'atimeNs', 'inode', 'dev', 'nlink', 'rdev', 'linkTarget', 'subtree'] as const;
+
+function sameList(a: readonly unknown[] | undefined, b: readonly unknown[] | undefined): boolean {
+  if (a === b) return true;
+  const la = a?.length ?? 0;
+  if (la !== (b?.length ?? 0)) return false;
+  for (let i = 0; i < la; i++) {
+    const x = a![i];
+    const y = b![i];
+    if (x === y) continue;
+    if (!Array.isArray(x) || !Array.isArray(y) || !sameList(x, y)) return false;
+  }
+  return true;
+}
+
+/**
+ * True when a directory's new nodes encode to the same tree as the parent's
+ * nodes of that directory: every field equal, and the parent's nodes carry no
+ * field this version does not write.
+ */
+export function sameNodes(nodes: readonly TreeNode[], old: readonly TreeNode[]): boolean {
+  if (nodes.length !== old.length) return false;
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[i]!;
+    const o = old[i]!;
+    let fields = 0;
+    for (const f of SCALAR_FIELDS) {
+      const v = n[f];
+      if (v !== o[f]) return false;
+      if (v !== undefined) fields++;
+    }
+    if ((n.sparse === true) !== (o.sparse === true) || (o.sparse !== undefined && o.sparse !== true)) return false;
+    if (n.sparse) fields++;
+    if (!sameList(n.content, o.content)) return false;
+    if (n.content !== undefined) fields++;
+    else if (o.content !== undefined) return false;
+    if (!sameList(n.holes, o.holes)) return false;
+    if (n.holes !== undefined && n.holes.length > 0) fields++;
+    if (n.xattrs !== o.xattrs) {
+      if (n.xattrs === undefined || o.xattrs === undefined) return false;
+      const kn = Object.keys(n.xattrs);
+      const ko = Object.keys(o.xattrs);
+      if (kn.length !== ko.length) return false;
+      for (let k = 0; k < kn.length; k++) if (kn[k] !== ko[k] || n.xattrs[kn[k]!] !== o.xattrs[kn[k]!]) return false;
+    }
+    if (n.xattrs !== undefined) fields++;
+    if (Object.keys(o).length !== fields) return false;
+  }
+  return true;
+}
+
 function sortedXattrs(x: Xattrs): Xattrs {
   const out: Xattrs = {};
   for (const k of Object.keys(x).sort(compareNames)) out[k] = x[k]!;
@@ -581,12 +633,20 @@ class TreeBackup {
         children.push(res.tree);
       }
     }
-    const tree = this.finishDir(self, works, waits, subdirs, children, rel === '');
+    const tree = this.finishDir(self, works, waits, subdirs, children, rel === '', parent);
     tree.catch(noop);
     return { tree };
   }
 
-  private async finishDir(self: Work, works: Work[], waits: Promise<void>[], subdirs: Work[], children: Promise<BlobId>[], isRoot: boolean): Promise<BlobId> {
+  private async finishDir(
+    self: Work,
+    works: Work[],
+    waits: Promise<void>[],
+    subdirs: Work[],
+    children: Promise<BlobId>[],
+    isRoot: boolean,
+    parentNodes: TreeNode[] | undefined,
+  ): Promise<BlobId> {
     if (waits.length > 0) await Promise.all(waits);
     for (let i = 0; i < subdirs.length; i++) subdirs[i]!.node.subtree = await children[i]!;
     if (this.xTargeted) {
@@ -613,6 +673,12 @@ class TreeBackup {
     if (this.failure !== undefined) throw this.failure;
     const nodes: TreeNode[] = [];
     for (const w of works) if (!w.drop) nodes.push(w.node);
+    // Unchanged directory: its parent's tree (verified by its ID when loaded)
+    // holds exactly these nodes, so it has the ID encoding them would give.
+    const pn = self.parent;
+    if (!isRoot && pn?.type === 'dir' && pn.subtree !== undefined && parentNodes !== undefined && this.repo.has(pn.subtree) && sameNodes(nodes, parentNodes)) {
+      return pn.subtree;
+    }
     const tree: Tree = { nodes };
     if (isRoot) {
       const { name: _n, ...root } = self.node;
