@@ -60,9 +60,7 @@ const READ_SIZE = 8 << 20;
 const LARGE_WINDOW = 2;
 /** Average milliseconds per metadata call above which the metadata counts as cold (warming pays). */
 const WARM_THRESHOLD_MS = 0.05;
-/** Warming starts this late (a small tree is done by then) ... */
-const WARM_DELAY_MS = 500;
-/** ... with this many subtrees walked at a time. */
+/** Subtrees walked at a time by the warming threads (at most the reader count). */
 const WARM_THREADS = 4;
 /** Large files read at the same time. */
 const LARGE_FILES = 2;
@@ -148,6 +146,58 @@ interface DirResult {
 
 const noop = (): void => {};
 
+/** Fields of a node, in encoding order (see tree.ts canonicalNode). */
+const SCALAR_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'size', 'mtimeNs', 'ctimeNs', 'atimeNs', 'inode', 'dev', 'nlink', 'rdev', 'linkTarget', 'subtree'] as const;
+
+function sameList(a: readonly unknown[] | undefined, b: readonly unknown[] | undefined): boolean {
+  if (a === b) return true;
+  const la = a?.length ?? 0;
+  if (la !== (b?.length ?? 0)) return false;
+  for (let i = 0; i < la; i++) {
+    const x = a![i];
+    const y = b![i];
+    if (x === y) continue;
+    if (!Array.isArray(x) || !Array.isArray(y) || !sameList(x, y)) return false;
+  }
+  return true;
+}
+
+/**
+ * True when a directory's new nodes encode to the same tree as the parent's
+ * nodes of that directory: every field equal, and the parent's nodes carry no
+ * field this version does not write.
+ */
+export function sameNodes(nodes: readonly TreeNode[], old: readonly TreeNode[]): boolean {
+  if (nodes.length !== old.length) return false;
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[i]!;
+    const o = old[i]!;
+    let fields = 0;
+    for (const f of SCALAR_FIELDS) {
+      const v = n[f];
+      if (v !== o[f]) return false;
+      if (v !== undefined) fields++;
+    }
+    if ((n.sparse === true) !== (o.sparse === true) || (o.sparse !== undefined && o.sparse !== true)) return false;
+    if (n.sparse) fields++;
+    if (!sameList(n.content, o.content)) return false;
+    if (n.content !== undefined) fields++;
+    else if (o.content !== undefined) return false;
+    if (!sameList(n.holes, o.holes)) return false;
+    if (n.holes !== undefined && n.holes.length > 0) fields++;
+    if (n.xattrs !== o.xattrs) {
+      if (n.xattrs === undefined || o.xattrs === undefined) return false;
+      const kn = Object.keys(n.xattrs);
+      const ko = Object.keys(o.xattrs);
+      if (kn.length !== ko.length) return false;
+      for (let k = 0; k < kn.length; k++) if (kn[k] !== ko[k] || n.xattrs[kn[k]!] !== o.xattrs[kn[k]!]) return false;
+    }
+    if (n.xattrs !== undefined) fields++;
+    if (Object.keys(o).length !== fields) return false;
+  }
+  return true;
+}
+
 function sortedXattrs(x: Xattrs): Xattrs {
   const out: Xattrs = {};
   for (const k of Object.keys(x).sort(compareNames)) out[k] = x[k]!;
@@ -191,7 +241,6 @@ class TreeBackup {
   private progressFiles = 0;
   private lastYield = 0;
   private emptyTreeId?: Promise<BlobId>;
-  private warmTimer?: NodeJS.Timeout;
   private walkDone = false;
 
   constructor(
@@ -239,7 +288,6 @@ class TreeBackup {
       if (this.xTargeted) this.inheritXattrs(rootWork, parent?.root ? ({ ...parent.root, name: '' } as TreeNode) : undefined);
       const res = await this.walkDir(this.rootDir, '', parent?.nodes, rootWork);
       this.walkDone = true;
-      clearTimeout(this.warmTimer);
       this.flushBatch();
       this.flushXBatch();
       const root = await res.tree;
@@ -262,7 +310,6 @@ class TreeBackup {
       throw this.failure;
     } finally {
       this.walkDone = true;
-      clearTimeout(this.warmTimer);
       this.signal.removeEventListener('abort', onAbort);
       this.xattrScan?.kill();
       await this.pool?.close();
@@ -414,19 +461,19 @@ class TreeBackup {
     // Cached metadata answers in a few microseconds: warming would only burn the other core.
     if (ops === 0 || (performance.now() - t0) / ops < WARM_THRESHOLD_MS) return;
     if (frontier.length === 1 && frontier[0] === this.rootDir) return;
-    // Small trees are walked before warming could pay for its threads: start
-    // late, and with at most WARM_THREADS subtrees at a time.
+    // Cold metadata answers ~2.5x faster with several requests in flight: warm
+    // right away, several subtrees at a time, ahead of the walk (the walk itself
+    // starts in the first subtree, so warming starts at the second).
     const queue = frontier;
-    let next = 0;
+    let next = queue.length > 1 ? 1 : 0;
     const more = (): void => {
       if (next >= queue.length || this.walkDone || this.failure !== undefined) return;
       this.getPool()
         .warm([queue[next++]!])
         .then(more, noop);
     };
-    this.warmTimer = setTimeout(() => {
-      for (let i = 0; i < WARM_THREADS; i++) more();
-    }, WARM_DELAY_MS);
+    const threads = Math.min(this.readers, WARM_THREADS, queue.length - next);
+    for (let i = 0; i < threads; i++) more();
   }
 
   // ---- xattrs of incrementals ------------------------------------------------
@@ -586,12 +633,20 @@ class TreeBackup {
         children.push(res.tree);
       }
     }
-    const tree = this.finishDir(self, works, waits, subdirs, children, rel === '');
+    const tree = this.finishDir(self, works, waits, subdirs, children, rel === '', parent);
     tree.catch(noop);
     return { tree };
   }
 
-  private async finishDir(self: Work, works: Work[], waits: Promise<void>[], subdirs: Work[], children: Promise<BlobId>[], isRoot: boolean): Promise<BlobId> {
+  private async finishDir(
+    self: Work,
+    works: Work[],
+    waits: Promise<void>[],
+    subdirs: Work[],
+    children: Promise<BlobId>[],
+    isRoot: boolean,
+    parentNodes: TreeNode[] | undefined,
+  ): Promise<BlobId> {
     if (waits.length > 0) await Promise.all(waits);
     for (let i = 0; i < subdirs.length; i++) subdirs[i]!.node.subtree = await children[i]!;
     if (this.xTargeted) {
@@ -618,6 +673,12 @@ class TreeBackup {
     if (this.failure !== undefined) throw this.failure;
     const nodes: TreeNode[] = [];
     for (const w of works) if (!w.drop) nodes.push(w.node);
+    // Unchanged directory: its parent's tree (verified by its ID when loaded)
+    // holds exactly these nodes, so it has the ID encoding them would give.
+    const pn = self.parent;
+    if (!isRoot && pn?.type === 'dir' && pn.subtree !== undefined && parentNodes !== undefined && this.repo.has(pn.subtree) && sameNodes(nodes, parentNodes)) {
+      return pn.subtree;
+    }
     const tree: Tree = { nodes };
     if (isRoot) {
       const { name: _n, ...root } = self.node;

@@ -27,6 +27,9 @@ export class MasterIndex {
   #blobs = new Map<string, [packNo: number, type: number, offset: number, length: number, rawLength: number, flags: number]>();
   #packs: string[] = [];
   #packNo = new Map<string, number>();
+  /** Per pack number: end of its last indexed blob, and whether it holds data blobs (tree-only packs are read whole). */
+  #packEnd: number[] = [];
+  #packHasData: boolean[] = [];
   /** Index file IDs merged into this index. */
   readonly files = new Set<string>();
 
@@ -50,10 +53,28 @@ export class MasterIndex {
       no = this.#packs.length;
       this.#packs.push(packId);
       this.#packNo.set(packId, no);
+      this.#packEnd.push(0);
+      this.#packHasData.push(false);
     }
+    let end = this.#packEnd[no]!;
+    let hasData = this.#packHasData[no]!;
     for (const [id, t, offset, length, rawLength, flags] of entries) {
+      if (offset + length > end) end = offset + length;
+      if (t === 'd') hasData = true;
       if (!this.#blobs.has(id)) this.#blobs.set(id, [no, t === 'd' ? 0 : 1, offset, length, rawLength, flags]);
     }
+    this.#packEnd[no] = end;
+    this.#packHasData[no] = hasData;
+  }
+
+  /**
+   * What the index knows of a pack: the end of its last blob (the header
+   * follows) and whether it holds any data blob. Undefined for unknown packs.
+   */
+  packInfo(packId: string): { blobsEnd: number; hasData: boolean } | undefined {
+    const no = this.#packNo.get(packId);
+    if (no === undefined) return undefined;
+    return { blobsEnd: this.#packEnd[no]!, hasData: this.#packHasData[no]! };
   }
 
   merge(fileId: string, file: IndexFile): void {

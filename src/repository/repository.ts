@@ -42,6 +42,22 @@ import { CompressPool } from './workers.js';
 
 /** Finished packs allowed to wait for upload before saveBlob callers are held back. */
 const MAX_QUEUED_PACKS = 4;
+/** Tree blobs go to packs of their own, at most this big (or the data pack size when smaller). */
+export const TREE_PACK_SIZE = 4 << 20;
+/** Tree-only packs up to this size are read whole once and kept (see loadBlob). */
+const TREE_PACK_READ_MAX = 8 << 20;
+/** Bytes of tree packs kept in memory. */
+const TREE_CACHE_BYTES = 32 << 20;
+/**
+ * Small data blobs are read with the aligned window of their pack around them
+ * (one read for the many small blobs a restore wants next: they were packed in
+ * the order the backup walked, which is the order restore walks), ...
+ */
+const WINDOW_SIZE = 4 << 20;
+/** ... blobs up to this size; larger ones are read alone. */
+const WINDOW_BLOB_MAX = 256 << 10;
+/** Windows kept (LRU). */
+const WINDOW_CACHE = 8;
 
 export interface RepoConfig {
   version: 1;
@@ -83,7 +99,13 @@ export class Repository implements BlobStore {
   readonly index = new MasterIndex();
   #pending = new Map<BlobId, Promise<SaveResult>>();
   #pool?: CompressPool;
-  #pack = new PackBuilder();
+  /** Data blobs and tree blobs are packed apart: trees are few, small and read together. */
+  #packs: Record<BlobType, PackBuilder> = { data: new PackBuilder(), tree: new PackBuilder() };
+  /** Whole tree packs read by loadBlob (insertion order = LRU order). */
+  #treePacks = new Map<string, { bytes: Promise<Buffer>; size: number }>();
+  #treePackBytes = 0;
+  /** Windows of data packs (see WINDOW_SIZE), key `<pack>:<start>`, insertion order = LRU order. */
+  #windows = new Map<string, Promise<Buffer>>();
   #uploads = new Set<Promise<void>>();
   #uploadLimit = pLimit(3);
   #written: { id: string; blobs: PackEntry[] }[] = [];
@@ -224,8 +246,9 @@ export class Repository implements BlobStore {
     this.#pool ??= new CompressPool(this.opts.compressionLevel ?? this.config.compression.level, this.keys.encKey, this.opts.threads);
     const p = this.#pool.pack(data).then(async ({ stored, flags }) => {
       if (this.#failure) throw this.#failure;
-      this.#pack.add(blobId, type, stored, data.length, flags);
-      if (this.#pack.size >= this.config.packSize) this.#finishPack();
+      const builder = this.#packs[type];
+      builder.add(blobId, type, stored, data.length, flags);
+      if (builder.size >= this.#packTarget(type)) this.#finishPack(type);
       // Backpressure: finished packs wait in memory for their upload; a slow store slows the producer.
       while (this.#uploads.size > MAX_QUEUED_PACKS) await Promise.race(this.#uploads);
       return { id: blobId, isNew: true, storedSize: stored.length };
@@ -237,9 +260,13 @@ export class Repository implements BlobStore {
     return p;
   }
 
-  #finishPack(): void {
-    const builder = this.#pack;
-    this.#pack = new PackBuilder();
+  #packTarget(type: BlobType): number {
+    return type === 'tree' ? Math.min(this.config.packSize, TREE_PACK_SIZE) : this.config.packSize;
+  }
+
+  #finishPack(type: BlobType): void {
+    const builder = this.#packs[type];
+    this.#packs[type] = new PackBuilder();
     if (builder.count === 0) return;
     const { id, bytes } = builder.finish(this.keys.encKey);
     const entries = builder.entries;
@@ -266,7 +293,8 @@ export class Repository implements BlobStore {
   async flush(): Promise<void> {
     await Promise.allSettled([...this.#pending.values()]);
     if (this.#failure) throw this.#failure;
-    this.#finishPack();
+    this.#finishPack('data');
+    this.#finishPack('tree');
     while (this.#uploads.size > 0) await Promise.all([...this.#uploads]);
     if (this.#failure) throw this.#failure;
     const packs = this.#written;
@@ -291,8 +319,74 @@ export class Repository implements BlobStore {
     const loc = this.index.get(id);
     if (!loc) throw new NotFoundError(`blob ${id} is not in the index`);
     if (loc.type !== type) throw new IntegrityError(`blob ${id} is a ${loc.type} blob, not ${type}`);
-    const stored = await this.storage.get(packKey(loc.pack), { offset: loc.offset, length: loc.length });
+    let stored: Buffer;
+    let base = 0;
+    const whole = type === 'tree' ? this.#treePack(loc.pack) : loc.length <= WINDOW_BLOB_MAX ? this.#window(loc.pack, loc.offset, loc.length) : undefined;
+    if (whole !== undefined) {
+      if (type === 'data') base = loc.offset - (loc.offset % WINDOW_SIZE);
+      const bytes = await whole;
+      const from = loc.offset - base;
+      stored = bytes.subarray(Math.min(from, bytes.length), Math.min(from + loc.length, bytes.length));
+    } else stored = await this.storage.get(packKey(loc.pack), { offset: loc.offset, length: loc.length });
+    // Every blob is verified on its own, also when it comes from a cached pack.
     return this.decodeBlob(id, stored, loc.flags, loc.rawLength);
+  }
+
+  /** The aligned window of a pack holding [offset, offset + length), or undefined when the blob crosses a window edge. */
+  #window(pack: string, offset: number, length: number): Promise<Buffer> | undefined {
+    const start = offset - (offset % WINDOW_SIZE);
+    if (offset + length > start + WINDOW_SIZE) return undefined;
+    const key = `${pack}:${start}`;
+    const hit = this.#windows.get(key);
+    if (hit !== undefined) {
+      this.#windows.delete(key);
+      this.#windows.set(key, hit);
+      return hit;
+    }
+    const end = Math.max(offset + length, Math.min(start + WINDOW_SIZE, this.index.packInfo(pack)?.blobsEnd ?? 0));
+    const p = this.storage.get(packKey(pack), { offset: start, length: end - start });
+    this.#windows.set(key, p);
+    p.catch(() => {
+      if (this.#windows.get(key) === p) this.#windows.delete(key);
+    });
+    if (this.#windows.size > WINDOW_CACHE) this.#windows.delete(this.#windows.keys().next().value!);
+    return p;
+  }
+
+  /**
+   * The blob area of a tree-only pack, read once with one request and kept
+   * (a few MiB, LRU): a directory walk loads thousands of tree blobs, which
+   * would otherwise cost one ranged read (one GET on S3) each. Undefined for
+   * packs that also hold data (repositories written before trees had packs of
+   * their own) or are too big: those are read blob by blob.
+   */
+  #treePack(pack: string): Promise<Buffer> | undefined {
+    const hit = this.#treePacks.get(pack);
+    if (hit !== undefined) {
+      this.#treePacks.delete(pack);
+      this.#treePacks.set(pack, hit);
+      return hit.bytes;
+    }
+    const info = this.index.packInfo(pack);
+    if (info === undefined || info.hasData || info.blobsEnd > TREE_PACK_READ_MAX) return undefined;
+    const size = info.blobsEnd;
+    const p = this.storage.get(packKey(pack), { offset: 0, length: size });
+    const entry = { bytes: p, size };
+    this.#treePacks.set(pack, entry);
+    this.#treePackBytes += size;
+    p.catch(() => {
+      // A failed read is not cached: the next load tries again (and reports its own error).
+      if (this.#treePacks.get(pack) === entry) {
+        this.#treePacks.delete(pack);
+        this.#treePackBytes -= size;
+      }
+    });
+    for (const [k, v] of this.#treePacks) {
+      if (this.#treePackBytes <= TREE_CACHE_BYTES || k === pack) break;
+      this.#treePacks.delete(k);
+      this.#treePackBytes -= v.size;
+    }
+    return p;
   }
 
   /** Open, decompress and verify one stored blob. */

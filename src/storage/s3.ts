@@ -11,22 +11,17 @@
  * - Credentials never appear in `location`, in error messages or in logs.
  */
 import { createHash } from 'node:crypto';
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateBucketCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  UploadPartCommand,
-  type CompletedPart,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3';
+// The SDK costs about half a second of start-up: it is loaded on the first request, so commands
+// on local repositories never load it.
+import type * as Sdk from '@aws-sdk/client-s3';
+import type { CompletedPart, S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+
+let sdk: typeof Sdk;
+let sdkLoading: Promise<typeof Sdk> | undefined;
+async function loadSdk(): Promise<typeof Sdk> {
+  sdkLoading ??= import('@aws-sdk/client-s3').then((m) => (sdk = m));
+  return sdkLoading;
+}
 import {
   AlreadyExistsError,
   AuthError,
@@ -203,7 +198,8 @@ export class S3Storage implements Storage {
   readonly bucket: string;
   /** The clean key prefix ("" for the bucket root). */
   readonly prefix: string;
-  readonly #client: S3Client;
+  #client: S3Client | undefined;
+  readonly #clientConfig: S3ClientConfig | undefined;
   readonly #ownsClient: boolean;
   readonly #endpointLabel: string;
   readonly #secret: string | undefined;
@@ -242,9 +238,16 @@ export class S3Storage implements Storage {
       this.#client = options.client;
       this.#ownsClient = false;
     } else {
-      this.#client = new S3Client(clientConfig(options, this.#region));
+      this.#clientConfig = clientConfig(options, this.#region);
       this.#ownsClient = true;
     }
+  }
+
+  /** The client (built on first use, once the SDK is loaded). */
+  async #c(): Promise<S3Client> {
+    if (sdk === undefined) await loadSdk();
+    this.#client ??= new sdk.S3Client(this.#clientConfig!);
+    return this.#client;
   }
 
   #key(key: string): string {
@@ -350,8 +353,8 @@ export class S3Storage implements Storage {
     await this.#retry(
       `put ${key}`,
       async () => {
-        await this.#client.send(
-          new PutObjectCommand({
+        await (await this.#c()).send(
+          new sdk.PutObjectCommand({
             Bucket: this.bucket,
             Key,
             Body: data,
@@ -376,7 +379,7 @@ export class S3Storage implements Storage {
 
   async #etag(Key: string): Promise<string | undefined> {
     try {
-      const h = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }));
+      const h = await (await this.#c()).send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key }));
       return h.ETag?.replace(/"/g, '').toLowerCase();
     } catch {
       return undefined;
@@ -386,8 +389,8 @@ export class S3Storage implements Storage {
   async #multipart(key: string, Key: string, data: Uint8Array, ifNoneMatch: boolean): Promise<void> {
     const partSize = Math.max(this.#partSize, Math.ceil(data.length / MAX_PARTS));
     const count = Math.ceil(data.length / partSize);
-    const created = await this.#retry(`put ${key}: create multipart upload`, () =>
-      this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key, ContentType: 'application/octet-stream' })),
+    const created = await this.#retry(`put ${key}: create multipart upload`, async () =>
+      (await this.#c()).send(new sdk.CreateMultipartUploadCommand({ Bucket: this.bucket, Key, ContentType: 'application/octet-stream' })),
     );
     const UploadId = created.UploadId;
     if (!UploadId) throw new PermafrostError(`${this.location}: put ${key}: no upload id from the endpoint`, 's3', ExitCode.failure);
@@ -400,9 +403,9 @@ export class S3Storage implements Storage {
           const n = next++;
           const body = data.subarray(n * partSize, Math.min(data.length, (n + 1) * partSize));
           const md5 = createHash('md5').update(body).digest('base64');
-          const res = await this.#retry(`put ${key}: part ${n + 1}/${count}`, () =>
-            this.#client.send(
-              new UploadPartCommand({
+          const res = await this.#retry(`put ${key}: part ${n + 1}/${count}`, async () =>
+            (await this.#c()).send(
+              new sdk.UploadPartCommand({
                 Bucket: this.bucket,
                 Key,
                 UploadId,
@@ -430,8 +433,8 @@ export class S3Storage implements Storage {
       await this.#retry(
         `put ${key}: complete multipart upload`,
         async () => {
-          await this.#client.send(
-            new CompleteMultipartUploadCommand({
+          await (await this.#c()).send(
+            new sdk.CompleteMultipartUploadCommand({
               Bucket: this.bucket,
               Key,
               UploadId,
@@ -451,7 +454,7 @@ export class S3Storage implements Storage {
       );
     } catch (err) {
       try {
-        await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId }));
+        await (await this.#c()).send(new sdk.AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId }));
       } catch (abortErr) {
         log.warn(this.#safe(`${this.location}: could not abort multipart upload of ${key}: ${info(abortErr).name}`));
       }
@@ -474,8 +477,8 @@ export class S3Storage implements Storage {
     return this.#retry(
       `get ${key}`,
       async () => {
-        const res = await this.#client.send(
-          new GetObjectCommand({
+        const res = await (await this.#c()).send(
+          new sdk.GetObjectCommand({
             Bucket: this.bucket,
             Key,
             ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}),
@@ -505,7 +508,7 @@ export class S3Storage implements Storage {
     return this.#retry(
       `stat ${key}`,
       async (): Promise<ObjectInfo | undefined> => {
-        const h = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }));
+        const h = await (await this.#c()).send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key }));
         return { key, size: h.ContentLength ?? 0, mtime: h.LastModified ?? new Date(0) };
       },
       async (err) => {
@@ -522,8 +525,8 @@ export class S3Storage implements Storage {
     const strip = this.prefix ? this.prefix.length + 1 : 0;
     let token: string | undefined;
     do {
-      const page = await this.#retry(`list ${prefix}`, () =>
-        this.#client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ContinuationToken: token, MaxKeys: 1000 })),
+      const page = await this.#retry(`list ${prefix}`, async () =>
+        (await this.#c()).send(new sdk.ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ContinuationToken: token, MaxKeys: 1000 })),
       );
       for (const o of page.Contents ?? []) {
         if (!o.Key || o.Key.length <= strip) continue;
@@ -539,7 +542,7 @@ export class S3Storage implements Storage {
     await this.#retry(
       `delete ${key}`,
       async () => {
-        await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key }));
+        await (await this.#c()).send(new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key }));
       },
       async (err) => {
         const i = info(err);
@@ -556,8 +559,8 @@ export class S3Storage implements Storage {
   async createBucket(): Promise<void> {
     try {
       await this.#retry(`create bucket ${this.bucket}`, async () => {
-        await this.#client.send(
-          new CreateBucketCommand({
+        await (await this.#c()).send(
+          new sdk.CreateBucketCommand({
             Bucket: this.bucket,
             ...(this.#isAws && this.#region !== 'us-east-1'
               ? { CreateBucketConfiguration: { LocationConstraint: this.#region as never } }
@@ -582,7 +585,7 @@ export class S3Storage implements Storage {
     const r = await this.#retry(
       `head bucket ${this.bucket}`,
       async () => {
-        await this.#client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+        await (await this.#c()).send(new sdk.HeadBucketCommand({ Bucket: this.bucket }));
         return true;
       },
       async (err) => {
@@ -596,7 +599,7 @@ export class S3Storage implements Storage {
 
   /** Release the client's sockets (only when this storage built the client). */
   async close(): Promise<void> {
-    if (this.#ownsClient) this.#client.destroy();
+    if (this.#ownsClient) this.#client?.destroy();
   }
 }
 

@@ -213,6 +213,41 @@ describe('file engine: backup and restore', () => {
     expect(hl[0]!.content).toEqual(hl[1]!.content);
   });
 
+  it('an incremental reuses unchanged subtrees and gives the trees a full backup would', async () => {
+    const s2 = new MemStore();
+    const d = dir('reuse');
+    for (const sub of ['a/a1', 'a/a2', 'b/b1']) {
+      fs.mkdirSync(join(d, sub), { recursive: true });
+      for (let i = 0; i < 5; i++) fs.writeFileSync(join(d, sub, `f${i}`), `${sub} ${i}`);
+    }
+    const r1 = await backup(s2, d);
+    const r2 = await backup(s2, d, { parentRoot: r1.root });
+    expect(r2.root).toBe(r1.root);
+    // A metadata-only change deep down: ancestors change, siblings keep their trees.
+    fs.chmodSync(join(d, 'a/a2/f3'), 0o600);
+    const r3 = await backup(s2, d, { parentRoot: r2.root });
+    expect(r3.root).not.toBe(r1.root);
+    const full = await backup(s2, d);
+    expect(r3.root).toBe(full.root);
+    const t1 = decodeTree(await s2.loadBlob('tree', r1.root));
+    const t3 = decodeTree(await s2.loadBlob('tree', r3.root));
+    const sub = (t: typeof t1, n: string) => t.nodes.find((x) => x.name === n)!.subtree!;
+    expect(sub(t3, 'b')).toBe(sub(t1, 'b'));
+    expect(sub(t3, 'a')).not.toBe(sub(t1, 'a'));
+  });
+
+  it('sameNodes: equal nodes only, and never a parent node with a field this version does not write', async () => {
+    const { sameNodes } = await import('../../engines/file/backup.js');
+    const a: TreeNode = { name: 'x', type: 'file', mode: 0o644, uid: 1, gid: 2, size: 3, mtimeNs: '1', ctimeNs: '2', atimeNs: '3', inode: '4', content: ['a'.repeat(64)] };
+    const parsed = () => JSON.parse(encodeTree({ nodes: [a] }).toString()).nodes as TreeNode[];
+    expect(sameNodes([a], parsed())).toBe(true);
+    expect(sameNodes([{ ...a, atimeNs: '9' }], parsed())).toBe(false);
+    expect(sameNodes([{ ...a, content: ['b'.repeat(64)] }], parsed())).toBe(false);
+    expect(sameNodes([{ ...a, xattrs: { 'user.a': 'AA==' } }], parsed())).toBe(false);
+    expect(sameNodes([a], [{ ...parsed()[0]!, future: 1 } as unknown as TreeNode])).toBe(false);
+    expect(sameNodes([a, { ...a, name: 'y' }], parsed())).toBe(false);
+  });
+
   it('skips unchanged files in an incremental and picks up a same-size change', async () => {
     const s2 = new MemStore();
     const d = dir('incr');

@@ -195,3 +195,137 @@ describe('structured data (manifests, index files)', () => {
     }
   });
 });
+
+describe.each([
+  ['plain', undefined],
+  ['encrypted', keyFile()],
+])('tree packs (%s)', (_name, kf) => {
+  /** A storage that counts ranged reads of packs. */
+  function counting(st: MemStorage): { reads: () => number } {
+    let n = 0;
+    const get = st.get.bind(st);
+    st.get = (key, range) => {
+      if (key.startsWith('data/')) n++;
+      return get(key, range);
+    };
+    return { reads: () => n };
+  }
+
+  async function fill(st: MemStorage) {
+    const repo = await Repository.init(st, { keyFile: kf, packSize: 256 << 10 });
+    const data = Array.from({ length: 40 }, () => randomBytes(20_000));
+    const trees = Array.from({ length: 300 }, (_, i) => Buffer.from(JSON.stringify({ nodes: [{ name: `f${i}`, pad: randomBytes(200).toString('hex') }] })));
+    // Interleaved, as a backup saves them.
+    const saves: Promise<{ id: string }>[] = [];
+    for (let i = 0; i < 300; i++) {
+      saves.push(repo.saveBlob('tree', trees[i]!));
+      if (i < 40) saves.push(repo.saveBlob('data', data[i]!));
+    }
+    await Promise.all(saves);
+    await repo.flush();
+    await repo.close();
+    const treeIds = trees.map((t) => repo.hash(t));
+    const dataIds = data.map((d) => repo.hash(d));
+    return { trees, data, treeIds, dataIds };
+  }
+
+  it('keeps tree blobs and data blobs in separate packs', async () => {
+    const st = new MemStorage();
+    const { treeIds, dataIds } = await fill(st);
+    const r = await Repository.open(st, { keyFile: kf });
+    await r.loadIndex();
+    const treePacks = new Set(treeIds.map((id) => r.index.get(id)!.pack));
+    const dataPacks = new Set(dataIds.map((id) => r.index.get(id)!.pack));
+    for (const p of treePacks) expect(dataPacks.has(p)).toBe(false);
+    for (const p of treePacks) expect(r.index.packInfo(p)!.hasData).toBe(false);
+    for (const p of dataPacks) expect(r.index.packInfo(p)!.hasData).toBe(true);
+    // Still self-describing: every tree pack's header names its blobs as trees.
+    for (const p of treePacks) for (const e of await readPackHeader(st, p, r.keys.encKey)) expect(e[1]).toBe('t');
+    await r.close();
+  });
+
+  it('loads trees from whole cached tree packs, one read per pack, every blob verified', async () => {
+    const st = new MemStorage();
+    const { trees, treeIds } = await fill(st);
+    const r = await Repository.open(st, { keyFile: kf });
+    await r.loadIndex();
+    const treePacks = new Set(treeIds.map((id) => r.index.get(id)!.pack));
+    const c = counting(st);
+    const loaded = await Promise.all(treeIds.map((id) => r.loadBlob('tree', id)));
+    for (const [i, b] of loaded.entries()) expect(b.equals(trees[i]!)).toBe(true);
+    expect(c.reads()).toBe(treePacks.size);
+    // Again: from the cache.
+    for (const [i, id] of treeIds.entries()) expect((await r.loadBlob('tree', id)).equals(trees[i]!)).toBe(true);
+    expect(c.reads()).toBe(treePacks.size);
+    await r.close();
+  });
+
+  it('a corrupted tree pack fails with IntegrityError for the damaged blob only', async () => {
+    const st = new MemStorage();
+    const { trees, treeIds } = await fill(st);
+    const r = await Repository.open(st, { keyFile: kf });
+    await r.loadIndex();
+    const bad = treeIds[7]!;
+    const loc = r.index.get(bad)!;
+    st.objects.get(`data/${loc.pack.slice(0, 2)}/${loc.pack}`)!.data[loc.offset + Math.floor(loc.length / 2)] ^= 0x55;
+    await expect(r.loadBlob('tree', bad)).rejects.toBeInstanceOf(IntegrityError);
+    // Its neighbours in the same cached pack still load and verify.
+    for (const i of [6, 8]) {
+      if (r.index.get(treeIds[i]!)!.pack === loc.pack) expect((await r.loadBlob('tree', treeIds[i]!)).equals(trees[i]!)).toBe(true);
+    }
+    await expect(r.loadBlob('tree', bad)).rejects.toBeInstanceOf(IntegrityError);
+    await r.close();
+  });
+
+  it('rebuilds the index from a repository with tree packs', async () => {
+    const { rebuildIndex } = await import('../../src/repository/rebuild.js');
+    const st = new MemStorage();
+    const { trees, data, treeIds, dataIds } = await fill(st);
+    for (const k of [...st.objects.keys()].filter((k) => k.startsWith('index/'))) st.objects.delete(k);
+    const r = await Repository.open(st, { keyFile: kf });
+    const res = await rebuildIndex(r);
+    expect(res.unreadablePacks).toEqual([]);
+    await r.close();
+    const r2 = await Repository.open(st, { keyFile: kf });
+    await r2.loadIndex();
+    for (const [i, id] of treeIds.entries()) expect((await r2.loadBlob('tree', id)).equals(trees[i]!)).toBe(true);
+    for (const [i, id] of dataIds.entries()) expect((await r2.loadBlob('data', id)).equals(data[i]!)).toBe(true);
+    await expect(r2.loadBlob('data', treeIds[0]!)).rejects.toBeInstanceOf(IntegrityError);
+    await r2.close();
+  });
+});
+
+describe('windowed reads of small data blobs', () => {
+  it('reads neighbouring small blobs with one request per window and still verifies each', async () => {
+    const st = new MemStorage();
+    const repo = await Repository.init(st, { packSize: 1 << 20 });
+    const blobs = Array.from({ length: 200 }, (_, i) => randomBytes(1000 + i));
+    const ids = (await Promise.all(blobs.map((b) => repo.saveBlob('data', b)))).map((r) => r.id);
+    const big = randomBytes(600 << 10);
+    const bigId = (await repo.saveBlob('data', big)).id;
+    await repo.flush();
+    await repo.close();
+    const r = await Repository.open(st);
+    await r.loadIndex();
+    let reads = 0;
+    const get = st.get.bind(st);
+    st.get = (key, range) => {
+      if (key.startsWith('data/')) reads++;
+      return get(key, range);
+    };
+    for (const [i, id] of ids.entries()) expect((await r.loadBlob('data', id)).equals(blobs[i]!)).toBe(true);
+    const packs = new Set(ids.map((id) => r.index.get(id)!.pack));
+    expect(reads).toBe(packs.size);
+    expect((await r.loadBlob('data', bigId)).equals(big)).toBe(true);
+    // A damaged blob inside a window is still caught.
+    const victim = ids[50]!;
+    const loc = r.index.get(victim)!;
+    const r2 = await Repository.open(st);
+    await r2.loadIndex();
+    st.objects.get(`data/${loc.pack.slice(0, 2)}/${loc.pack}`)!.data[loc.offset + 3] ^= 0x10;
+    await expect(r2.loadBlob('data', victim)).rejects.toBeInstanceOf(IntegrityError);
+    expect((await r2.loadBlob('data', ids[51]!)).equals(blobs[51]!)).toBe(true);
+    await r.close();
+    await r2.close();
+  });
+});
