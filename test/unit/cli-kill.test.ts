@@ -50,7 +50,8 @@ interface Row {
   reason: string | null;
 }
 
-const manifests = () => new Set(repoFiles(sb.repo, 'snapshots/').map((f) => f.slice('snapshots/'.length)));
+// A put's temporary file (a kill while the manifest was being written) is not a manifest: storage never lists it.
+const manifests = () => new Set(repoFiles(sb.repo, 'snapshots/').filter((f) => !f.includes('.tmp-')).map((f) => f.slice('snapshots/'.length)));
 const listRows = async (): Promise<Row[]> => jsonOf<{ backups: Row[] }>(await sb.ok(['list', '--json'])).backups;
 const backupIdOf = (stderr: string): string | undefined => /backup ([0-9a-f]{16}) of big/.exec(stderr)?.[1];
 
