@@ -1,7 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
 // Three projects, run one after the other:
-// - unit: the inner loop, seconds: in-process tests, no servers, files in parallel;
+// - unit: the inner loop, under a minute (single files in seconds): in-process tests, no servers, files in parallel;
 // - cli: the CLI as an operator runs it (child processes, kill -9, full disks): minutes, files in parallel,
 //   root-only cases skip with a printed reason;
 // - real: real block devices, filesystems, S3 (radosgw), Keystone and Cinder brought up by
