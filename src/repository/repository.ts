@@ -95,17 +95,58 @@ async function readKeyFile(path: string): Promise<Buffer> {
   return parseKeyFile(text, path);
 }
 
+/** Bytes of a pack from `start` on, read (or being read) for several blobs. */
+interface PackSpan {
+  start: number;
+  bytes: Promise<Buffer>;
+}
+
+/**
+ * Reads kept by key; once their weights pass the budget the least recently used
+ * go first. A failed read is forgotten, so the next one tries again (and reports
+ * its own error).
+ */
+class ReadCache {
+  #entries = new Map<string, { bytes: Promise<Buffer>; weight: number }>(); // insertion order = LRU order
+  #weight = 0;
+
+  constructor(private readonly budget: number) {}
+
+  get(key: string, read: () => Promise<Buffer>, weight: number): Promise<Buffer> {
+    const hit = this.#entries.get(key);
+    if (hit !== undefined) {
+      this.#entries.delete(key);
+      this.#entries.set(key, hit);
+      return hit.bytes;
+    }
+    const entry = { bytes: read(), weight };
+    this.#entries.set(key, entry);
+    this.#weight += weight;
+    entry.bytes.catch(() => {
+      if (this.#entries.get(key) === entry) {
+        this.#entries.delete(key);
+        this.#weight -= weight;
+      }
+    });
+    for (const [k, v] of this.#entries) {
+      if (this.#weight <= this.budget || k === key) break;
+      this.#entries.delete(k);
+      this.#weight -= v.weight;
+    }
+    return entry.bytes;
+  }
+}
+
 export class Repository implements BlobStore {
   readonly index = new MasterIndex();
   #pending = new Map<BlobId, Promise<SaveResult>>();
   #pool?: CompressPool;
   /** Data blobs and tree blobs are packed apart: trees are few, small and read together. */
   #packs: Record<BlobType, PackBuilder> = { data: new PackBuilder(), tree: new PackBuilder() };
-  /** Whole tree packs read by loadBlob (insertion order = LRU order). */
-  #treePacks = new Map<string, { bytes: Promise<Buffer>; size: number }>();
-  #treePackBytes = 0;
-  /** Windows of data packs (see WINDOW_SIZE), key `<pack>:<start>`, insertion order = LRU order. */
-  #windows = new Map<string, Promise<Buffer>>();
+  /** Whole tree packs read by loadBlob, weighed by their bytes. */
+  #treePacks = new ReadCache(TREE_CACHE_BYTES);
+  /** Windows of data packs (see WINDOW_SIZE), key `<pack>:<start>`, one unit each. */
+  #windows = new ReadCache(WINDOW_CACHE);
   #uploads = new Set<Promise<void>>();
   #uploadLimit = pLimit(3);
   #written: { id: string; blobs: PackEntry[] }[] = [];
@@ -320,12 +361,10 @@ export class Repository implements BlobStore {
     if (!loc) throw new NotFoundError(`blob ${id} is not in the index`);
     if (loc.type !== type) throw new IntegrityError(`blob ${id} is a ${loc.type} blob, not ${type}`);
     let stored: Buffer;
-    let base = 0;
-    const whole = type === 'tree' ? this.#treePack(loc.pack) : loc.length <= WINDOW_BLOB_MAX ? this.#window(loc.pack, loc.offset, loc.length) : undefined;
-    if (whole !== undefined) {
-      if (type === 'data') base = loc.offset - (loc.offset % WINDOW_SIZE);
-      const bytes = await whole;
-      const from = loc.offset - base;
+    const span = type === 'tree' ? this.#treePack(loc.pack) : loc.length <= WINDOW_BLOB_MAX ? this.#window(loc.pack, loc.offset, loc.length) : undefined;
+    if (span !== undefined) {
+      const bytes = await span.bytes;
+      const from = loc.offset - span.start;
       stored = bytes.subarray(Math.min(from, bytes.length), Math.min(from + loc.length, bytes.length));
     } else stored = await this.storage.get(packKey(loc.pack), { offset: loc.offset, length: loc.length });
     // Every blob is verified on its own, also when it comes from a cached pack.
@@ -333,24 +372,14 @@ export class Repository implements BlobStore {
   }
 
   /** The aligned window of a pack holding [offset, offset + length), or undefined when the blob crosses a window edge. */
-  #window(pack: string, offset: number, length: number): Promise<Buffer> | undefined {
+  #window(pack: string, offset: number, length: number): PackSpan | undefined {
     const start = offset - (offset % WINDOW_SIZE);
     if (offset + length > start + WINDOW_SIZE) return undefined;
-    const key = `${pack}:${start}`;
-    const hit = this.#windows.get(key);
-    if (hit !== undefined) {
-      this.#windows.delete(key);
-      this.#windows.set(key, hit);
-      return hit;
-    }
-    const end = Math.max(offset + length, Math.min(start + WINDOW_SIZE, this.index.packInfo(pack)?.blobsEnd ?? 0));
-    const p = this.storage.get(packKey(pack), { offset: start, length: end - start });
-    this.#windows.set(key, p);
-    p.catch(() => {
-      if (this.#windows.get(key) === p) this.#windows.delete(key);
-    });
-    if (this.#windows.size > WINDOW_CACHE) this.#windows.delete(this.#windows.keys().next().value!);
-    return p;
+    const read = () => {
+      const end = Math.max(offset + length, Math.min(start + WINDOW_SIZE, this.index.packInfo(pack)?.blobsEnd ?? 0));
+      return this.storage.get(packKey(pack), { offset: start, length: end - start });
+    };
+    return { start, bytes: this.#windows.get(`${pack}:${start}`, read, 1) };
   }
 
   /**
@@ -360,33 +389,11 @@ export class Repository implements BlobStore {
    * packs that also hold data (repositories written before trees had packs of
    * their own) or are too big: those are read blob by blob.
    */
-  #treePack(pack: string): Promise<Buffer> | undefined {
-    const hit = this.#treePacks.get(pack);
-    if (hit !== undefined) {
-      this.#treePacks.delete(pack);
-      this.#treePacks.set(pack, hit);
-      return hit.bytes;
-    }
+  #treePack(pack: string): PackSpan | undefined {
     const info = this.index.packInfo(pack);
     if (info === undefined || info.hasData || info.blobsEnd > TREE_PACK_READ_MAX) return undefined;
     const size = info.blobsEnd;
-    const p = this.storage.get(packKey(pack), { offset: 0, length: size });
-    const entry = { bytes: p, size };
-    this.#treePacks.set(pack, entry);
-    this.#treePackBytes += size;
-    p.catch(() => {
-      // A failed read is not cached: the next load tries again (and reports its own error).
-      if (this.#treePacks.get(pack) === entry) {
-        this.#treePacks.delete(pack);
-        this.#treePackBytes -= size;
-      }
-    });
-    for (const [k, v] of this.#treePacks) {
-      if (this.#treePackBytes <= TREE_CACHE_BYTES || k === pack) break;
-      this.#treePacks.delete(k);
-      this.#treePackBytes -= v.size;
-    }
-    return p;
+    return { start: 0, bytes: this.#treePacks.get(pack, () => this.storage.get(packKey(pack), { offset: 0, length: size }), size) };
   }
 
   /** Open, decompress and verify one stored blob. */
