@@ -33,6 +33,7 @@ import {
   PermafrostError,
   UnreachableError,
   UsageError,
+  pause,
 } from '../errors.js';
 import { log, registerSecret } from '../util/log.js';
 import { checkKey } from './local.js';
@@ -188,8 +189,6 @@ export function displayEndpoint(endpoint: string | undefined, region: string): s
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /** S3-backed Storage. Guarantees: those of Storage; retries inside, final errors mapped, secrets never shown. */
 export class S3Storage implements Storage {
   /** `s3://bucket/prefix (endpoint)`, without credentials. */
@@ -334,7 +333,7 @@ export class S3Storage implements Storage {
         let delay = Math.random() * ceiling;
         if (i.retryAfterMs !== undefined) delay = Math.max(delay, Math.min(i.retryAfterMs, this.#maxDelay));
         log.debug(this.#safe(`${this.location}: ${what}: ${i.name}${i.status ? ` ${i.status}` : ''}, retry ${attempt}/${this.#maxAttempts - 1} in ${Math.round(delay)} ms`));
-        await sleep(delay);
+        await pause(delay);
       }
     }
   }

@@ -4,7 +4,7 @@
  * snapshots. Attachments, groups, types, zones and messages live in
  * sibling modules that take a CinderClient.
  */
-import { CloudError, UnreachableError } from '../../errors.js';
+import { CloudError, UnreachableError, pause } from '../../errors.js';
 import { log } from '../../util/log.js';
 import type { EndpointInterface } from '../openstack-config.js';
 import {
@@ -16,7 +16,6 @@ import {
   errorFromResponse,
   isTransientStatus,
   parseOsTime,
-  sleep,
 } from './http.js';
 import type { KeystoneSession } from './keystone.js';
 import type { CinderSnapshot, CinderVolume, CinderVolumeCreate } from './types.js';
@@ -223,7 +222,7 @@ export class CinderClient {
         if (res) throw errorFromResponse(res, what);
         throw err;
       }
-      await sleep(backoffDelay(this.retry, n, res?.headers.get('retry-after')));
+      await pause(backoffDelay(this.retry, n, res?.headers.get('retry-after')));
       const found = await find();
       if (found) {
         log.warn(`${what}: the first attempt failed (${res ? `HTTP ${res.status}` : (err as Error).message}) but had created it; using it`);

@@ -212,21 +212,6 @@ export function backoffDelay(policy: RetryPolicy, n: number, retryAfter?: string
   return Math.round(exp / 2 + Math.random() * (exp / 2));
 }
 
-/** Sleep that ends early (rejecting) when the signal aborts. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 /** Parse an OpenStack timestamp; those without a zone are UTC. */
 export function parseOsTime(s: string | null | undefined): number | undefined {

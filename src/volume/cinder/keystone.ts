@@ -5,7 +5,7 @@
  * requests during a renewal share one authentication call (Keystone takes
  * most of a second per call on small clouds).
  */
-import { AuthError, ConfigError, UnreachableError } from '../../errors.js';
+import { AuthError, ConfigError, UnreachableError, pause } from '../../errors.js';
 import { log, redact, registerSecret } from '../../util/log.js';
 import type { EndpointInterface, OpenStackAuthConfig } from '../openstack-config.js';
 import {
@@ -20,7 +20,6 @@ import {
   faultMessage,
   isTransientStatus,
   parseOsTime,
-  sleep,
   stripQuery,
 } from './http.js';
 
@@ -298,7 +297,7 @@ export class KeystoneSession {
       }
       const delay = backoffDelay(this.retry, n, res?.headers.get('retry-after'));
       log.debug(`${req.method} ${stripQuery(req.url)}: ${res ? `HTTP ${res.status}` : (err as Error).message}; retry ${n}/${attempts - 1} in ${delay} ms`);
-      await sleep(delay, req.signal);
+      await pause(delay, req.signal);
     }
   }
 }
