@@ -46,16 +46,16 @@ export interface BackupTreeOptions {
   /** Back up extended attributes with getfattr (default true). */
   xattrs?: boolean;
   /**
-   * Reader threads (default 8): file reads run there, several requests in
+   * Reader threads (default 4): file reads run there, several requests in
    * flight for cold or remote devices. 0: synchronous reads on the main thread.
    */
   readers?: number;
-  /** Cap on plaintext bytes handed to saveBlob and not yet settled (default 96 MiB). */
+  /** Cap on plaintext bytes handed to saveBlob and not yet settled (default 16 MiB, at least two maximal chunks). */
   maxInflightBytes?: number;
 }
 
 /** Block size of large-file reads. */
-const READ_SIZE = 8 << 20;
+const READ_SIZE = 4 << 20;
 /** Blocks of one large file requested ahead of the chunker. */
 const LARGE_WINDOW = 2;
 /** Average milliseconds per metadata call above which the metadata counts as cold (warming pays). */
@@ -66,7 +66,7 @@ const WARM_THREADS = 4;
 const LARGE_FILES = 2;
 /** A batch of small files for one reader request: at most this many files or bytes. */
 const BATCH_FILES = 64;
-const BATCH_BYTES = 2 << 20;
+const BATCH_BYTES = 1 << 20;
 const SLAB_SIZE = 4 << 20;
 const EMPTY: never[] = [];
 
@@ -255,9 +255,9 @@ class TreeBackup {
     this.chunkOpts = { ...DEFAULT_CHUNKER, ...(opts.chunker ?? {}) };
     new Chunker(this.chunkOpts); // validate early
     this.excludes = compileExcludes(opts.excludes);
-    this.readers = Math.max(0, Math.floor(opts.readers ?? 8));
+    this.readers = Math.max(0, Math.floor(opts.readers ?? 4));
     this.maxBatches = this.readers + 2;
-    this.maxInflight = Math.max(this.chunkOpts.maxSize * 2, opts.maxInflightBytes ?? 32 << 20);
+    this.maxInflight = Math.max(this.chunkOpts.maxSize * 2, opts.maxInflightBytes ?? 16 << 20);
     let flags = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
     if (process.getuid?.() === 0 && C.O_NOATIME) flags |= C.O_NOATIME;
     this.openFlags = flags;
@@ -773,7 +773,8 @@ class TreeBackup {
   // -- reader threads: small files in batches
 
   private getPool(): IoPool {
-    this.pool ??= new IoPool(this.readers, this.openFlags);
+    // A batch ends past BATCH_BYTES with a file smaller than a chunk.
+    this.pool ??= new IoPool(this.readers, this.openFlags, BATCH_BYTES + this.chunkOpts.minSize);
     return this.pool;
   }
 
@@ -815,6 +816,8 @@ class TreeBackup {
             if (len < 0) this.fileError(b.works[i]!, res.errors[i]);
             else this.smallFile(b.works[i]!, res.buf.subarray(res.offsets[i]!, res.offsets[i]! + len));
           }
+          // saveBlob copied every blob: the next batch reuses the buffer.
+          this.pool?.recycle(res.buf);
           b.resolve();
         },
         (err) => {
@@ -894,9 +897,12 @@ class TreeBackup {
       const size = node.size!;
       let readBlock: (off: number, len: number, first: boolean) => Promise<BlockResult> | BlockResult;
       let window = 1;
+      /** Hands a block back once no chunk refers to it (reader threads only). */
+      let recycle = (_b: Buffer): void => {};
       if (this.readers > 0) {
         const pool = this.getPool();
         readBlock = (off, len, first) => pool.readBlock(abs, off, len, first);
+        recycle = (b) => pool.recycle(b);
         window = LARGE_WINDOW;
       } else {
         try {
@@ -928,6 +934,12 @@ class TreeBackup {
       let parts: Buffer[] = [];
       let partsLen = 0;
       let chunkAt = 0;
+      /** Earlier blocks the unfinished chunk (parts) still refers to. */
+      let pinned: Buffer[] = [];
+      const unpin = () => {
+        for (const x of pinned) recycle(x);
+        pinned = [];
+      };
       const emit = () => {
         const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts, partsLen);
         if (sparse && isZero(data)) holes.push([chunkAt, partsLen]);
@@ -969,13 +981,18 @@ class TreeBackup {
           parts.push(b.subarray(s, cut));
           partsLen += cut - s;
           emit();
+          unpin();
           s = cut;
         }
+        // Chunks were hashed and copied by saveBlob: only an unfinished chunk still refers to b.
+        if (partsLen > 0) pinned.push(b);
+        else recycle(b);
         if (b.length < READ_SIZE) break; // end of file (or it shrank)
         if (next < size) request();
         await this.maybeYield();
       }
       if (partsLen > 0) emit();
+      unpin();
       if (total !== size) {
         this.log.warn(`${work.rel} changed size during the backup (${size} → ${total} bytes)`);
         node.size = total;

@@ -18,6 +18,7 @@
  * pool (8 concurrent requests), 5–7 s with 4–8 reader threads.
  */
 import { Worker } from 'node:worker_threads';
+import { BufferPool } from '../../src/util/buffers.js';
 
 /** Result of one small-file batch: all contents back to back; per file the bytes read, or an error code. */
 export interface BatchResult {
@@ -36,6 +37,8 @@ export interface BlockResult {
   error: string | null;
 }
 
+/** Young-generation cap of an I/O thread's V8 heap (MiB). */
+const WORKER_YOUNG_MB = 2;
 /** Numbers per file in a write message. */
 const WRITE_FIELDS = 9;
 
@@ -203,6 +206,8 @@ export class IoPool {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private failure: unknown;
+  /** Read buffers handed back by recycle(). */
+  private readonly buffers: BufferPool;
 
   /**
    * Up to `threads` threads, started on demand (a new one when every running
@@ -211,13 +216,21 @@ export class IoPool {
   constructor(
     private readonly threads: number,
     private readonly flags: number,
+    /** Usual size of a read (smaller reads get a buffer this big, so buffers can serve any read). */
+    bufferSize = 1 << 20,
   ) {
+    this.buffers = new BufferPool(16, bufferSize);
     this.spawn();
   }
 
   private spawn(): void {
     const i = this.workers.length;
-    const w = new Worker(workerSource, { eval: true, workerData: { flags: this.flags } });
+    const w = new Worker(workerSource, {
+      eval: true,
+      workerData: { flags: this.flags },
+      // These threads allocate little JavaScript; a small young generation keeps each one's heap small.
+      resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB },
+    });
     w.unref();
     w.on('message', (m: WorkerReply) => this.onReply(i, m));
     w.on('error', (err) => this.failAll(err));
@@ -268,7 +281,7 @@ export class IoPool {
     // worker threads and freed on the main thread stays in their malloc arenas.
     let total = 0;
     for (const s of sizes) total += s;
-    const buf = new ArrayBuffer(total);
+    const buf = this.buffers.take(total);
     const m = await this.send({ kind: 'batch', paths, sizes, buf }, [buf]);
     const offsets = new Array<number>(sizes.length);
     let off = 0;
@@ -281,10 +294,21 @@ export class IoPool {
 
   /** Read up to `length` bytes at `offset` (fewer at the end of the file). `check`: verify it is still a regular file. */
   async readBlock(path: string, offset: number, length: number, check: boolean): Promise<BlockResult> {
-    const buf = new ArrayBuffer(length);
+    const buf = this.buffers.take(length);
     const m = await this.send({ kind: 'block', path, offset, length, check, buf }, [buf]);
-    if (m.error) return { buf: Buffer.alloc(0), error: m.error };
+    if (m.error) {
+      this.buffers.give(m.buf!);
+      return { buf: Buffer.alloc(0), error: m.error };
+    }
     return { buf: Buffer.from(m.buf!, 0, m.n!), error: null };
+  }
+
+  /**
+   * Hand back the buffer of a readBatch or readBlock result once nothing refers
+   * to it any more: the next read reuses it.
+   */
+  recycle(buf: Buffer): void {
+    this.buffers.give(buf.buffer as ArrayBuffer);
   }
 
   /**

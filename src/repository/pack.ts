@@ -12,6 +12,7 @@ import { IntegrityError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
 import type { BlobType } from './types.js';
 import { decodeStructured, encodeStructured, plainHash } from './crypto.js';
+import type { BufferPool } from '../util/buffers.js';
 
 export const PACK_MAGIC = Buffer.from('PFPK');
 const TRAILER = 8;
@@ -27,11 +28,21 @@ export function typeCode(t: BlobType): 'd' | 't' {
   return t === 'data' ? 'd' : 't';
 }
 
-/** Accumulates stored blobs until the pack is big enough to write. */
+/**
+ * Accumulates stored blobs until the pack is big enough to write. The bytes
+ * are copied into one buffer from `buffers` as they come (the caller's buffer
+ * is free at once); after the pack is written, `release()` hands it back.
+ */
 export class PackBuilder {
   readonly entries: PackEntry[] = [];
-  #parts: Buffer[] = [];
+  #buf?: Buffer;
   #size = 0;
+
+  /** @param capacity  bytes the first buffer holds (it grows when needed) */
+  constructor(
+    private readonly buffers: BufferPool,
+    private readonly capacity: number,
+  ) {}
 
   get size(): number {
     return this.#size;
@@ -39,21 +50,48 @@ export class PackBuilder {
   get count(): number {
     return this.entries.length;
   }
+  /** True when a blob of `n` bytes and then the header fit without growing the buffer. */
+  fits(n: number): boolean {
+    // A header entry is ~100 bytes of JSON before compression.
+    const header = 128 * (this.entries.length + 1) + 1024;
+    return this.#size + n + header <= (this.#buf?.length ?? this.capacity);
+  }
 
-  add(id: string, type: BlobType, stored: Buffer, rawLength: number, flags: number): void {
+  #reserve(n: number): Buffer {
+    const need = this.#size + n;
+    let buf = this.#buf;
+    if (buf === undefined || buf.length < need) {
+      const grown = Buffer.from(this.buffers.take(Math.max(need, buf === undefined ? this.capacity : buf.length + (buf.length >> 1))));
+      if (buf !== undefined) {
+        buf.copy(grown, 0, 0, this.#size);
+        this.buffers.give(buf.buffer as ArrayBuffer);
+      }
+      buf = this.#buf = grown;
+    }
+    return buf;
+  }
+
+  add(id: string, type: BlobType, stored: Uint8Array, rawLength: number, flags: number): void {
+    this.#reserve(stored.length).set(stored, this.#size);
     this.entries.push([id, typeCode(type), this.#size, stored.length, rawLength, flags]);
-    this.#parts.push(stored);
     this.#size += stored.length;
   }
 
-  /** The pack's bytes and its ID. */
+  /** The pack's bytes (valid until release()) and its ID. */
   finish(encKey: Buffer | undefined): { id: string; bytes: Buffer } {
     const header = encodeStructured(encKey, { version: 1, blobs: this.entries });
-    const trailer = Buffer.alloc(TRAILER);
-    trailer.writeUInt32LE(header.length, 0);
-    PACK_MAGIC.copy(trailer, 4);
-    const bytes = Buffer.concat([...this.#parts, header, trailer]);
+    const buf = this.#reserve(header.length + TRAILER);
+    let end = this.#size + header.copy(buf, this.#size);
+    end = buf.writeUInt32LE(header.length, end);
+    end += PACK_MAGIC.copy(buf, end);
+    const bytes = buf.subarray(0, end);
     return { id: plainHash(bytes), bytes };
+  }
+
+  /** Hand the buffer back for the next pack; the bytes of finish() are invalid afterwards. */
+  release(): void {
+    if (this.#buf !== undefined) this.buffers.give(this.#buf.buffer as ArrayBuffer);
+    this.#buf = undefined;
   }
 }
 

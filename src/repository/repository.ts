@@ -39,9 +39,20 @@ import { type Manifest, isBackupId, manifestKey, validateManifest } from './mani
 import { PackBuilder, type PackEntry, packKey } from './pack.js';
 import type { BlobId, BlobStore, BlobType, SaveResult } from './types.js';
 import { CompressPool } from './workers.js';
+import { BufferPool } from '../util/buffers.js';
 
-/** Finished packs allowed to wait for upload before saveBlob callers are held back. */
-const MAX_QUEUED_PACKS = 4;
+/** Packs written at the same time. */
+const UPLOADS = 1;
+/**
+ * Finished packs (being written or waiting) beyond which saveBlob callers are
+ * held back: a slow store slows the producer instead of filling memory. One
+ * pack is written while the next one fills: compression, not the store, is
+ * the bottleneck (a 16 MiB pack takes ~0.3 s to compress and well under that
+ * to write locally or to a nearby S3).
+ */
+const MAX_QUEUED_PACKS = UPLOADS;
+/** Room in a pack's buffer beyond its target size (the header, a blob that crosses the target). */
+const PACK_SLACK = 1 << 20;
 /** Tree blobs go to packs of their own, at most this big (or the data pack size when smaller). */
 export const TREE_PACK_SIZE = 4 << 20;
 /** Tree-only packs up to this size are read whole once and kept (see loadBlob). */
@@ -142,13 +153,15 @@ export class Repository implements BlobStore {
   #pending = new Map<BlobId, Promise<SaveResult>>();
   #pool?: CompressPool;
   /** Data blobs and tree blobs are packed apart: trees are few, small and read together. */
-  #packs: Record<BlobType, PackBuilder> = { data: new PackBuilder(), tree: new PackBuilder() };
+  #packs: Record<BlobType, PackBuilder | undefined> = { data: undefined, tree: undefined };
+  /** Pack buffers, reused once written: two builders and the packs being written, and one to spare. */
+  #packBuffers = new BufferPool(MAX_QUEUED_PACKS + 3, 0);
   /** Whole tree packs read by loadBlob, weighed by their bytes. */
   #treePacks = new ReadCache(TREE_CACHE_BYTES);
   /** Windows of data packs (see WINDOW_SIZE), key `<pack>:<start>`, one unit each. */
   #windows = new ReadCache(WINDOW_CACHE);
   #uploads = new Set<Promise<void>>();
-  #uploadLimit = pLimit(3);
+  #uploadLimit = pLimit(UPLOADS);
   #written: { id: string; blobs: PackEntry[] }[] = [];
   #failure?: unknown;
   #lock?: RepoLock;
@@ -285,15 +298,21 @@ export class Repository implements BlobStore {
     if (this.index.has(blobId)) return Promise.resolve({ id: blobId, isNew: false, storedSize: 0 });
     if (this.#pending.has(blobId)) return Promise.resolve({ id: blobId, isNew: false, storedSize: 0 });
     this.#pool ??= new CompressPool(this.opts.compressionLevel ?? this.config.compression.level, this.keys.encKey, this.opts.threads);
-    const p = this.#pool.pack(data).then(async ({ stored, flags }) => {
-      if (this.#failure) throw this.#failure;
-      const builder = this.#packs[type];
-      builder.add(blobId, type, stored, data.length, flags);
-      if (builder.size >= this.#packTarget(type)) this.#finishPack(type);
-      // Backpressure: finished packs wait in memory for their upload; a slow store slows the producer.
-      while (this.#uploads.size > MAX_QUEUED_PACKS) await Promise.race(this.#uploads);
-      return { id: blobId, isNew: true, storedSize: stored.length };
-    });
+    const rawLength = data.length;
+    const p = this.#pool
+      .pack(data, (stored, flags) => {
+        if (this.#failure) throw this.#failure;
+        const target = this.#packTarget(type);
+        let builder = this.#packs[type];
+        if (builder !== undefined && builder.count > 0 && !builder.fits(stored.length)) builder = this.#finishPack(type);
+        builder ??= this.#packs[type] = new PackBuilder(this.#packBuffers, target + PACK_SLACK);
+        builder.add(blobId, type, stored, rawLength, flags);
+        if (builder.size >= target) this.#finishPack(type);
+      })
+      .then(async (storedSize) => {
+        while (this.#uploads.size > MAX_QUEUED_PACKS) await Promise.race(this.#uploads);
+        return { id: blobId, isNew: true, storedSize };
+      });
     this.#pending.set(blobId, p);
     p.catch((err) => {
       this.#failure ??= err;
@@ -305,10 +324,11 @@ export class Repository implements BlobStore {
     return type === 'tree' ? Math.min(this.config.packSize, TREE_PACK_SIZE) : this.config.packSize;
   }
 
-  #finishPack(type: BlobType): void {
+  /** Start writing the current pack of this type; the next blob starts a new one. Returns undefined. */
+  #finishPack(type: BlobType): undefined {
     const builder = this.#packs[type];
-    this.#packs[type] = new PackBuilder();
-    if (builder.count === 0) return;
+    this.#packs[type] = undefined;
+    if (builder === undefined || builder.count === 0) return;
     const { id, bytes } = builder.finish(this.keys.encKey);
     const entries = builder.entries;
     const upload = this.#uploadLimit(async () => {
@@ -317,7 +337,14 @@ export class Repository implements BlobStore {
       } catch (err) {
         throw fromSystemError(err, `cannot write pack to ${this.storage.location}`);
       }
+      // Written: the buffer serves the next pack (after a failure it is left to the GC).
+      builder.release();
       this.#written.push({ id, blobs: entries });
+      // The pack is durable: its blobs are found through the in-memory index
+      // from now on (the index file naming it is written by flush(), before any
+      // manifest can refer to them), so #pending stays as small as the packs in flight.
+      this.index.addPack(id, entries);
+      for (const e of entries) this.#pending.delete(e[0]);
     })
       .catch((err) => {
         this.#failure ??= err;
@@ -347,7 +374,6 @@ export class Repository implements BlobStore {
         throw fromSystemError(err, `cannot write index to ${this.storage.location}`);
       }
     }
-    for (const p of packs) this.index.addPack(p.id, p.blobs);
     this.#pending.clear();
   }
 

@@ -24,7 +24,8 @@ export interface BlobStore {
    * threads; the promise resolves once the blob is queued in a pack. Nothing is
    * durable before the writer's flush(); a manifest must only name blobs after it.
    * `id` may be passed when the caller already hashed the data.
-   * The caller must not modify `data` after the call.
+   * `data` is copied (or fully used) before the call returns: the caller may
+   * reuse its buffer at once (the file engine recycles its read buffers).
    */
   saveBlob(type: BlobType, data: Buffer, id?: BlobId): Promise<SaveResult>;
   /** Read, decrypt, decompress and verify a blob. Throws IntegrityError on any mismatch, NotFoundError when unknown. */

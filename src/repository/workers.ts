@@ -3,151 +3,222 @@
  * so compression — the dominant cost of a backup — uses every core while the
  * main thread reads, chunks and hashes.
  *
- * Blobs are sent in batches (one transferred buffer per batch) so 100k small
- * files do not cost 100k messages.
+ * Blobs are copied into a batch buffer as they come (so the caller's buffer is
+ * free once pack() returns) and sent in batches: 100k small files do not cost
+ * 100k messages. The main thread owns every big buffer: it lends a batch's
+ * input and an output buffer sized for the worst case to the worker, which
+ * writes the stored forms into it and sends both back; the results are handed
+ * to the caller's sink synchronously and the buffers are reused. Memory freed
+ * on another thread than the one that allocated it stays in that thread's
+ * malloc arena, and fresh multi-MiB buffers wait for a full GC: reuse keeps
+ * the resident size flat.
  */
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
+import { BufferPool } from '../util/buffers.js';
 
-/** Stored form of one blob. flags bit 0: zstd-compressed. */
-export interface Packed {
-  stored: Buffer;
-  flags: number;
-}
+/**
+ * Receives one blob's stored form (flags bit 0: zstd-compressed). `stored` is
+ * only valid during the call: copy what must be kept.
+ */
+export type PackSink = (stored: Buffer, flags: number) => void;
+
+/** A batch is sent once it holds this many bytes or blobs. */
+const BATCH_BYTES = 4 << 20;
+const BATCH_BLOBS = 512;
+/** Nonce and tag of a sealed blob. */
+const SEAL_OVERHEAD = 28;
+/** Buffer size that holds a full batch's input and its worst-case output. */
+const BUFFER_SIZE = BATCH_BYTES + (128 << 10);
+/**
+ * Batches in flight per worker before a partial batch waits to grow: a stream
+ * of tiny batches would otherwise tie up two buffers each.
+ */
+const BATCHES_PER_WORKER = 2;
+/** Young-generation cap of a worker's V8 heap: the workers allocate little JavaScript. */
+const WORKER_YOUNG_MB = 4;
 
 const workerSource = `
 const { parentPort, workerData } = require('node:worker_threads');
-const { createCipheriv, randomBytes } = require('node:crypto');
-const zstd = require(workerData.zstdPath);
-const compressor = new zstd.Compressor();
-compressor.setParameters({ compressionLevel: workerData.level });
+const { createCipheriv, randomFillSync } = require('node:crypto');
+const binding = require(workerData.bindingPath);
+const cctx = new binding.CCtx();
+cctx.setParameter(binding.CParameter.compressionLevel, workerData.level);
 const encKey = workerData.encKey ? Buffer.from(workerData.encKey) : undefined;
-function seal(plain) {
-  if (!encKey) return plain;
-  const nonce = randomBytes(12);
-  const c = createCipheriv('aes-256-gcm', encKey, nonce);
-  const a = c.update(plain); const b = c.final();
-  return Buffer.concat([nonce, a, b, c.getAuthTag()]);
-}
+let scratch = Buffer.alloc(0);
+const SLICE = 64 << 10;
 parentPort.on('message', (msg) => {
-  const input = Buffer.from(msg.buf);
-  const outs = []; const flags = []; let total = 0; let off = 0;
+  const input = Buffer.from(msg.input);
+  const out = Buffer.from(msg.out);
+  const lens = []; const flags = [];
+  let off = 0; let p = 0;
   for (const len of msg.lens) {
     const raw = input.subarray(off, off + len); off += len;
-    let body = raw; let f = 0;
-    if (len >= 64) {
-      const c = compressor.compress(raw);
-      if (c.length < len) { body = c; f = 1; }
+    let f = 0; let n = len;
+    if (!encKey) {
+      // Straight into the output; kept raw when compression does not pay.
+      if (len >= 64) {
+        n = cctx.compress2(out.subarray(p), raw);
+        if (n < len) f = 1;
+      }
+      if (f === 0) { raw.copy(out, p); n = len; }
+    } else {
+      let body = raw;
+      if (len >= 64) {
+        const bound = binding.compressBound(len);
+        if (scratch.length < bound) scratch = Buffer.allocUnsafeSlow(Math.max(bound, 1 << 20));
+        const c = cctx.compress2(scratch, raw);
+        if (c < len) { body = scratch.subarray(0, c); f = 1; }
+      }
+      randomFillSync(out, p, 12);
+      const cipher = createCipheriv('aes-256-gcm', encKey, out.subarray(p, p + 12));
+      let q = p + 12;
+      // In slices: update() returns a new buffer, and small short-lived ones are
+      // reused by this thread's allocator instead of piling up multi-MiB garbage.
+      for (let i = 0; i < body.length; i += SLICE) q += cipher.update(body.subarray(i, i + SLICE)).copy(out, q);
+      q += cipher.final().copy(out, q);
+      q += cipher.getAuthTag().copy(out, q);
+      n = q - p;
     }
-    const sealed = seal(body);
-    outs.push(sealed); flags.push(f); total += sealed.length;
+    p += n; lens.push(n); flags.push(f);
   }
-  const out = Buffer.allocUnsafeSlow(total); let p = 0; const lens = [];
-  for (const o of outs) { o.copy(out, p); p += o.length; lens.push(o.length); }
-  parentPort.postMessage({ id: msg.id, buf: out.buffer, lens, flags }, [out.buffer]);
+  parentPort.postMessage({ id: msg.id, input: msg.input, out: msg.out, lens, flags }, [msg.input, msg.out]);
 });
 `;
 
-interface Pending {
-  data: Buffer;
-  resolve: (p: Packed) => void;
+interface Item {
+  len: number;
+  sink: PackSink;
+  resolve: (storedLength: number) => void;
   reject: (e: unknown) => void;
 }
 
 interface Batch {
-  items: Pending[];
-  worker: number;
-  bytes: number;
+  input: ArrayBuffer;
+  used: number;
+  bound: number;
+  items: Item[];
+}
+
+interface Result {
+  id: number;
+  input: ArrayBuffer;
+  out: ArrayBuffer;
+  lens: number[];
+  flags: number[];
 }
 
 export class CompressPool {
   #workers: Worker[] = [];
   #busy: number[] = [];
-  #inflight = new Map<number, Batch>();
+  #inflight = new Map<number, { batch: Batch; worker: number }>();
   #nextId = 1;
-  #batch: Pending[] = [];
-  #batchBytes = 0;
+  #batch?: Batch;
   #scheduled = false;
   #closed = false;
+  #buffers: BufferPool;
+  #compressBound: (n: number) => number;
 
   constructor(level: number, encKey: Buffer | undefined, threads = Math.max(1, availableParallelism())) {
-    const zstdPath = createRequire(import.meta.url).resolve('zstd-napi');
+    const require = createRequire(import.meta.url);
+    const bindingPath = require.resolve('zstd-napi/binding');
+    this.#compressBound = (require(bindingPath) as { compressBound(n: number): number }).compressBound;
+    // Per batch in flight: an input and an output buffer.
+    // Two per batch in flight; the bytes in flight are bounded by the callers
+    // (the file engine: 16 MiB of plaintext), so the pool stays about that small.
+    this.#buffers = new BufferPool(16, BUFFER_SIZE);
     for (let i = 0; i < threads; i++) {
       const w = new Worker(workerSource, {
         eval: true,
-        workerData: { zstdPath, level, encKey: encKey ? new Uint8Array(encKey) : undefined },
+        workerData: { bindingPath, level, encKey: encKey ? new Uint8Array(encKey) : undefined },
+        resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB },
       });
       w.unref();
-      w.on('message', (m: { id: number; buf: ArrayBuffer; lens: number[]; flags: number[] }) => this.#onResult(i, m));
+      w.on('message', (m: Result) => this.#onResult(i, m));
       w.on('error', (err) => this.#failAll(err));
       this.#workers.push(w);
       this.#busy.push(0);
     }
   }
 
-  /** Compress and seal one blob on a worker thread. */
-  pack(data: Buffer): Promise<Packed> {
+  /**
+   * Compress and seal one blob on a worker thread. `data` is copied before
+   * this returns (the caller may reuse it). `sink` gets the stored form; the
+   * promise then resolves with its length (or rejects with what sink threw).
+   */
+  pack(data: Buffer, sink: PackSink): Promise<number> {
     if (this.#closed) return Promise.reject(new Error('compression pool closed'));
-    return new Promise<Packed>((resolve, reject) => {
-      this.#batch.push({ data, resolve, reject });
-      this.#batchBytes += data.length;
-      if (this.#batchBytes >= 4 << 20 || this.#batch.length >= 512) this.#dispatch();
-      else if (!this.#scheduled) {
-        this.#scheduled = true;
-        setImmediate(() => {
-          this.#scheduled = false;
-          this.#dispatch();
-        });
-      }
-    });
+    const len = data.length;
+    let b = this.#batch;
+    if (b !== undefined && b.used + len > BATCH_BYTES) {
+      this.#dispatch();
+      b = undefined;
+    }
+    if (b === undefined) b = this.#batch = { input: this.#buffers.take(len), used: 0, bound: 0, items: [] };
+    new Uint8Array(b.input, b.used, len).set(data);
+    b.used += len;
+    b.bound += this.#compressBound(len) + SEAL_OVERHEAD;
+    const done = new Promise<number>((resolve, reject) => b.items.push({ len, sink, resolve, reject }));
+    if (b.used >= BATCH_BYTES || b.items.length >= BATCH_BLOBS) this.#dispatch();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => {
+        this.#scheduled = false;
+        this.#dispatchIfRoom();
+      });
+    }
+    return done;
+  }
+
+  /** Send a partial batch when a worker has room (else it grows until a result comes back). */
+  #dispatchIfRoom(): void {
+    if (this.#inflight.size < BATCHES_PER_WORKER * this.#workers.length) this.#dispatch();
   }
 
   #dispatch(): void {
-    if (this.#batch.length === 0) return;
-    const items = this.#batch;
-    this.#batch = [];
-    this.#batchBytes = 0;
-    let total = 0;
-    for (const it of items) total += it.data.length;
-    const buf = new ArrayBuffer(total);
-    const view = new Uint8Array(buf);
-    let off = 0;
-    const lens: number[] = [];
-    for (const it of items) {
-      view.set(it.data, off);
-      off += it.data.length;
-      lens.push(it.data.length);
-    }
+    const b = this.#batch;
+    if (b === undefined || this.#closed) return;
+    this.#batch = undefined;
     let w = 0;
     for (let i = 1; i < this.#workers.length; i++) if (this.#busy[i]! < this.#busy[w]!) w = i;
     const id = this.#nextId++;
-    this.#inflight.set(id, { items, worker: w, bytes: total });
-    this.#busy[w]! += total;
+    this.#inflight.set(id, { batch: b, worker: w });
+    this.#busy[w]! += b.used;
     this.#workers[w]!.ref();
-    this.#workers[w]!.postMessage({ id, buf, lens }, [buf]);
+    const out = this.#buffers.take(b.bound);
+    this.#workers[w]!.postMessage({ id, input: b.input, out, lens: b.items.map((it) => it.len) }, [b.input, out]);
   }
 
-  #onResult(worker: number, m: { id: number; buf: ArrayBuffer; lens: number[]; flags: number[] }): void {
-    const batch = this.#inflight.get(m.id);
-    if (!batch) return;
+  #onResult(worker: number, m: Result): void {
+    const entry = this.#inflight.get(m.id);
+    if (!entry) return;
     this.#inflight.delete(m.id);
-    this.#busy[worker]! -= batch.bytes;
+    this.#busy[worker]! -= entry.batch.used;
     if (this.#busy[worker] === 0) this.#workers[worker]!.unref();
-    const out = Buffer.from(m.buf);
+    const out = Buffer.from(m.out);
     let off = 0;
-    batch.items.forEach((it, i) => {
+    entry.batch.items.forEach((it, i) => {
       const len = m.lens[i]!;
-      it.resolve({ stored: out.subarray(off, off + len), flags: m.flags[i]! });
+      try {
+        it.sink(out.subarray(off, off + len), m.flags[i]!);
+        it.resolve(len);
+      } catch (err) {
+        it.reject(err);
+      }
       off += len;
     });
+    // Every sink has copied what it keeps.
+    this.#buffers.give(m.input);
+    this.#buffers.give(m.out);
+    this.#dispatchIfRoom();
   }
 
   #failAll(err: unknown): void {
-    for (const b of this.#inflight.values()) for (const it of b.items) it.reject(err);
+    for (const { batch } of this.#inflight.values()) for (const it of batch.items) it.reject(err);
     this.#inflight.clear();
-    for (const it of this.#batch) it.reject(err);
-    this.#batch = [];
+    for (const it of this.#batch?.items ?? []) it.reject(err);
+    this.#batch = undefined;
   }
 
   /** Stop the workers; pending work is rejected. */

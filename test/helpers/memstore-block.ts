@@ -36,12 +36,13 @@ export class MemBlockStore implements BlobStore {
   /** Compress and keep. */
   async saveBlob(type: BlobType, data: Buffer, id?: BlobId): Promise<SaveResult> {
     this.saveCalls++;
-    await new Promise((r) => setImmediate(r));
-    if (this.failSaves) throw this.failSaves;
-    const bid = id ?? this.hash(data);
-    if (this.blobs.has(bid)) return { id: bid, isNew: false, storedSize: 0 };
+    // Copy first: the caller may reuse `data` once the call returns.
     const c = compress(data, { compressionLevel: 3 });
     const entry: Entry = c.length < data.length ? { type, stored: c, raw: false } : { type, stored: Buffer.from(data), raw: true };
+    const bid = id ?? this.hash(data);
+    await new Promise((r) => setImmediate(r));
+    if (this.failSaves) throw this.failSaves;
+    if (this.blobs.has(bid)) return { id: bid, isNew: false, storedSize: 0 };
     this.blobs.set(bid, entry);
     return { id: bid, isNew: true, storedSize: entry.stored.length };
   }
