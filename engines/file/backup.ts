@@ -20,6 +20,7 @@
  *   left out; the caller decides whether that makes the backup partial.
  */
 import * as fs from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { constants as C } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import { InterruptedError, UsageError, fromSystemError } from '../../src/errors.js';
@@ -50,10 +51,16 @@ export interface BackupTreeOptions {
    * flight for cold or remote devices. 0: synchronous reads on the main thread.
    */
   readers?: number;
-  /** Cap on plaintext bytes handed to saveBlob and not yet settled (default 16 MiB, at least two maximal chunks). */
+  /** Cap on plaintext bytes handed to saveBlob and not yet settled (default 4 MiB per core, at least one maximal chunk). */
   maxInflightBytes?: number;
 }
 
+/**
+ * Plaintext bytes in compression per core (one compression batch): enough to
+ * keep every compression thread busy; more only holds more buffers (measured:
+ * 4 MiB and 8 MiB per core back up equally fast, the latter with ~40 MiB more RSS).
+ */
+const INFLIGHT_PER_CORE = 4 << 20;
 /** Block size of large-file reads. */
 const READ_SIZE = 4 << 20;
 /** Blocks of one large file requested ahead of the chunker. */
@@ -257,7 +264,7 @@ class TreeBackup {
     this.excludes = compileExcludes(opts.excludes);
     this.readers = Math.max(0, Math.floor(opts.readers ?? 4));
     this.maxBatches = this.readers + 2;
-    this.maxInflight = Math.max(this.chunkOpts.maxSize * 2, opts.maxInflightBytes ?? 16 << 20);
+    this.maxInflight = opts.maxInflightBytes ?? Math.max(this.chunkOpts.maxSize, INFLIGHT_PER_CORE * availableParallelism());
     let flags = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
     if (process.getuid?.() === 0 && C.O_NOATIME) flags |= C.O_NOATIME;
     this.openFlags = flags;

@@ -9,7 +9,8 @@
  * BLAKE3 of its bytes and stored at data/<first 2 hex>/<id>.
  */
 import { IntegrityError } from '../errors.js';
-import type { Storage } from '../storage/storage.js';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
+import type { StagedObject, Storage } from '../storage/storage.js';
 import type { BlobType } from './types.js';
 import { decodeStructured, encodeStructured, plainHash } from './crypto.js';
 import type { BufferPool } from '../util/buffers.js';
@@ -28,21 +29,38 @@ export function typeCode(t: BlobType): 'd' | 't' {
   return t === 'data' ? 'd' : 't';
 }
 
+/** Bytes gathered before one append to a staged pack file. */
+const STAGE_BUFFER = 1 << 20;
+
 /**
- * Accumulates stored blobs until the pack is big enough to write. The bytes
- * are copied into one buffer from `buffers` as they come (the caller's buffer
- * is free at once); after the pack is written, `release()` hands it back.
+ * Accumulates stored blobs into a pack. Two ways, same bytes:
+ * - in memory: copied into one buffer from `buffers` as they come (the
+ *   caller's buffer is free at once); `release()` hands it back once stored;
+ * - staged (storage with `stage()`, e.g. a local directory): appended to a
+ *   temporary file through a small buffer and hashed on the way, so no pack
+ *   sits whole in memory.
  */
 export class PackBuilder {
   readonly entries: PackEntry[] = [];
   #buf?: Buffer;
+  /** Bytes in #buf (in memory: the pack so far; staged: not yet appended). */
+  #used = 0;
+  /** Bytes of the pack so far. */
   #size = 0;
+  #hasher?: Blake3Hasher;
+  #id?: string;
 
-  /** @param capacity  bytes the first buffer holds (it grows when needed) */
+  /**
+   * @param capacity  bytes the first buffer holds in memory (it grows when needed)
+   * @param staged  the temporary object to append to (see Storage.stage)
+   */
   constructor(
     private readonly buffers: BufferPool,
     private readonly capacity: number,
-  ) {}
+    private readonly staged?: StagedObject,
+  ) {
+    if (staged) this.#hasher = new Blake3Hasher();
+  }
 
   get size(): number {
     return this.#size;
@@ -52,46 +70,92 @@ export class PackBuilder {
   }
   /** True when a blob of `n` bytes and then the header fit without growing the buffer. */
   fits(n: number): boolean {
+    if (this.staged) return true;
     // A header entry is ~100 bytes of JSON before compression.
     const header = 128 * (this.entries.length + 1) + 1024;
     return this.#size + n + header <= (this.#buf?.length ?? this.capacity);
   }
 
-  #reserve(n: number): Buffer {
-    const need = this.#size + n;
-    let buf = this.#buf;
-    if (buf === undefined || buf.length < need) {
-      const grown = Buffer.from(this.buffers.take(Math.max(need, buf === undefined ? this.capacity : buf.length + (buf.length >> 1))));
-      if (buf !== undefined) {
-        buf.copy(grown, 0, 0, this.#size);
-        this.buffers.give(buf.buffer as ArrayBuffer);
+  /** Append bytes to the pack. */
+  #write(data: Uint8Array): void {
+    if (this.staged) {
+      const room = (this.#buf?.length ?? STAGE_BUFFER) - this.#used;
+      if (data.length > room) this.#flushStaged();
+      if (data.length >= STAGE_BUFFER) this.#appendStaged(data);
+      else {
+        this.#buf ??= Buffer.from(this.buffers.take(STAGE_BUFFER));
+        this.#buf.set(data, this.#used);
+        this.#used += data.length;
       }
-      buf = this.#buf = grown;
+    } else {
+      const need = this.#used + data.length;
+      let buf = this.#buf;
+      if (buf === undefined || buf.length < need) {
+        const grown = Buffer.from(this.buffers.take(Math.max(need, buf === undefined ? this.capacity : buf.length + (buf.length >> 1))));
+        if (buf !== undefined) {
+          buf.copy(grown, 0, 0, this.#used);
+          this.buffers.give(buf.buffer as ArrayBuffer);
+        }
+        buf = this.#buf = grown;
+      }
+      buf.set(data, this.#used);
+      this.#used = need;
     }
-    return buf;
+    this.#size += data.length;
+  }
+
+  #appendStaged(data: Uint8Array): void {
+    this.#hasher!.update(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length));
+    this.staged!.append(data);
+  }
+
+  #flushStaged(): void {
+    if (this.#used === 0) return;
+    this.#appendStaged(this.#buf!.subarray(0, this.#used));
+    this.#used = 0;
   }
 
   add(id: string, type: BlobType, stored: Uint8Array, rawLength: number, flags: number): void {
-    this.#reserve(stored.length).set(stored, this.#size);
-    this.entries.push([id, typeCode(type), this.#size, stored.length, rawLength, flags]);
-    this.#size += stored.length;
+    const offset = this.#size;
+    this.#write(stored);
+    this.entries.push([id, typeCode(type), offset, stored.length, rawLength, flags]);
   }
 
-  /** The pack's bytes (valid until release()) and its ID. */
-  finish(encKey: Buffer | undefined): { id: string; bytes: Buffer } {
+  /** Seal the pack (header and trailer); returns its ID. */
+  finish(encKey: Buffer | undefined): string {
     const header = encodeStructured(encKey, { version: 1, blobs: this.entries });
-    const buf = this.#reserve(header.length + TRAILER);
-    let end = this.#size + header.copy(buf, this.#size);
-    end = buf.writeUInt32LE(header.length, end);
-    end += PACK_MAGIC.copy(buf, end);
-    const bytes = buf.subarray(0, end);
-    return { id: plainHash(bytes), bytes };
+    const trailer = Buffer.alloc(TRAILER);
+    trailer.writeUInt32LE(header.length, 0);
+    PACK_MAGIC.copy(trailer, 4);
+    this.#write(header);
+    this.#write(trailer);
+    if (this.staged) {
+      this.#flushStaged();
+      this.#id = this.#hasher!.digest('hex');
+      this.release();
+    } else this.#id = plainHash(this.#buf!.subarray(0, this.#used));
+    return this.#id;
   }
 
-  /** Hand the buffer back for the next pack; the bytes of finish() are invalid afterwards. */
+  /** Store the sealed pack under its key, atomically and durably. */
+  async store(storage: Storage): Promise<void> {
+    const key = packKey(this.#id!);
+    if (this.staged) await this.staged.commit(key);
+    else await storage.put(key, this.#buf!.subarray(0, this.#used));
+    this.release();
+  }
+
+  /** Hand the buffer back for the next pack. */
   release(): void {
     if (this.#buf !== undefined) this.buffers.give(this.#buf.buffer as ArrayBuffer);
     this.#buf = undefined;
+    this.#used = 0;
+  }
+
+  /** Drop an unfinished or unstored pack (its temporary file, when staged). */
+  async discard(): Promise<void> {
+    this.release();
+    await this.staged?.discard();
   }
 }
 

@@ -51,6 +51,13 @@ const UPLOADS = 1;
  * to write locally or to a nearby S3).
  */
 const MAX_QUEUED_PACKS = UPLOADS;
+/**
+ * An index file is written once the packs written since the last one hold this
+ * many blobs (and by flush()): encoding stays small for backups of millions of
+ * files, and packs of a backup that is killed halfway are indexed, so the next
+ * backup does not store their blobs again.
+ */
+const INDEX_BLOBS = 16384;
 /** Room in a pack's buffer beyond its target size (the header, a blob that crosses the target). */
 const PACK_SLACK = 1 << 20;
 /** Tree blobs go to packs of their own, at most this big (or the data pack size when smaller). */
@@ -162,7 +169,9 @@ export class Repository implements BlobStore {
   #windows = new ReadCache(WINDOW_CACHE);
   #uploads = new Set<Promise<void>>();
   #uploadLimit = pLimit(UPLOADS);
+  /** Packs written and not yet named by an index file, and their blob count. */
   #written: { id: string; blobs: PackEntry[] }[] = [];
+  #writtenBlobs = 0;
   #failure?: unknown;
   #lock?: RepoLock;
   #indexLoaded = false;
@@ -305,7 +314,7 @@ export class Repository implements BlobStore {
         const target = this.#packTarget(type);
         let builder = this.#packs[type];
         if (builder !== undefined && builder.count > 0 && !builder.fits(stored.length)) builder = this.#finishPack(type);
-        builder ??= this.#packs[type] = new PackBuilder(this.#packBuffers, target + PACK_SLACK);
+        builder ??= this.#packs[type] = new PackBuilder(this.#packBuffers, target + PACK_SLACK, this.storage.stage?.());
         builder.add(blobId, type, stored, rawLength, flags);
         if (builder.size >= target) this.#finishPack(type);
       })
@@ -329,17 +338,18 @@ export class Repository implements BlobStore {
     const builder = this.#packs[type];
     this.#packs[type] = undefined;
     if (builder === undefined || builder.count === 0) return;
-    const { id, bytes } = builder.finish(this.keys.encKey);
+    const id = builder.finish(this.keys.encKey);
     const entries = builder.entries;
     const upload = this.#uploadLimit(async () => {
       try {
-        await this.storage.put(packKey(id), bytes);
+        await builder.store(this.storage);
       } catch (err) {
+        await builder.discard();
         throw fromSystemError(err, `cannot write pack to ${this.storage.location}`);
       }
-      // Written: the buffer serves the next pack (after a failure it is left to the GC).
-      builder.release();
       this.#written.push({ id, blobs: entries });
+      this.#writtenBlobs += entries.length;
+      if (this.#writtenBlobs >= INDEX_BLOBS) await this.#writeWrittenIndex();
       // The pack is durable: its blobs are found through the in-memory index
       // from now on (the index file naming it is written by flush(), before any
       // manifest can refer to them), so #pending stays as small as the packs in flight.
@@ -355,7 +365,7 @@ export class Repository implements BlobStore {
 
   /**
    * Make everything saved so far durable: wait for compression, write the last
-   * pack, wait for uploads, then write one index file for the new packs.
+   * pack, wait for uploads, then write an index file for the packs not yet indexed.
    * After it resolves, a manifest may name any blob saved before the call.
    */
   async flush(): Promise<void> {
@@ -365,16 +375,21 @@ export class Repository implements BlobStore {
     this.#finishPack('tree');
     while (this.#uploads.size > 0) await Promise.all([...this.#uploads]);
     if (this.#failure) throw this.#failure;
+    await this.#writeWrittenIndex();
+    this.#pending.clear();
+  }
+
+  /** One index file for the packs written since the last one. */
+  async #writeWrittenIndex(): Promise<void> {
     const packs = this.#written;
     this.#written = [];
-    if (packs.length > 0) {
-      try {
-        await this.writeIndex(packs);
-      } catch (err) {
-        throw fromSystemError(err, `cannot write index to ${this.storage.location}`);
-      }
+    this.#writtenBlobs = 0;
+    if (packs.length === 0) return;
+    try {
+      await this.writeIndex(packs);
+    } catch (err) {
+      throw fromSystemError(err, `cannot write index to ${this.storage.location}`);
     }
-    this.#pending.clear();
   }
 
   /** Bytes of packs waiting for upload or compression (for backpressure by callers). */
@@ -509,6 +524,10 @@ export class Repository implements BlobStore {
   async close(): Promise<void> {
     await this.#pool?.close();
     this.#pool = undefined;
+    for (const type of ['data', 'tree'] as const) {
+      await this.#packs[type]?.discard();
+      this.#packs[type] = undefined;
+    }
     if (this.#lock) {
       await this.#lock.release().catch((err) => log.warn(`cannot release lock: ${String(err)}`));
       this.#lock = undefined;

@@ -7,12 +7,13 @@
  * also after a crash or a kill mid-write. Temporary files are never listed nor readable as keys.
  */
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { closeSync, constants as fsConstants, fsync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { link, mkdir, open, opendir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { AlreadyExistsError, NotFoundError, UsageError, fromSystemError } from '../errors.js';
 import { log } from '../util/log.js';
-import type { ObjectInfo, PutOptions, Storage } from './storage.js';
+import type { ObjectInfo, PutOptions, StagedObject, Storage } from './storage.js';
 
 /** Suffix marker of a put's temporary file; keys may not contain it. */
 const TEMP_MARK = '.tmp-';
@@ -70,18 +71,8 @@ export class LocalStorage implements Storage {
   /** Store `data` under `key` atomically and durably; with ifNoneMatch, fail with AlreadyExistsError when present. */
   async put(key: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
     const final = this.#path(key);
-    const dir = dirname(final);
     const what = `${this.location}: put ${key}`;
-    let created: string | undefined;
-    try {
-      created = await mkdir(dir, { recursive: true, mode: this.#dirMode });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST' || code === 'ENOTDIR') {
-        throw new UsageError(`${what}: a parent of the key is an object (a directory-backed store cannot hold both)`, { cause: err });
-      }
-      throw fromSystemError(err, what);
-    }
+    const created = await this.#mkdirFor(final, what);
     const tmp = `${final}${TEMP_MARK}${randomBytes(8).toString('hex')}`;
     let tmpExists = false;
     try {
@@ -93,38 +84,115 @@ export class LocalStorage implements Storage {
       } finally {
         await fh.close();
       }
-      if (options.ifNoneMatch) {
-        // link(2) fails with EEXIST when the name exists: exactly one of racing creators wins.
-        try {
-          await link(tmp, final);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-            throw new AlreadyExistsError(`${this.location}: ${key} already exists`, { cause: err });
-          }
-          throw err;
-        }
-        await unlink(tmp);
-      } else {
-        await rename(tmp, final);
-      }
-      tmpExists = false;
-      await fsyncDir(dir);
-      if (created !== undefined) {
-        // New directories must be durable too: fsync the parent of each one we created.
-        for (let d = dirname(dir); ; d = dirname(d)) {
-          await fsyncDir(d);
-          if (d === dirname(created) || d === dirname(d)) break;
-        }
-      }
+      await this.#publish(tmp, final, created, key, options);
     } catch (err) {
       if (tmpExists) await rm(tmp, { force: true }).catch(() => undefined);
+      throw await this.#putError(err, final, what);
+    }
+  }
+
+  /**
+   * A new object written in pieces and named when complete: a temporary file
+   * at the root (`stage.tmp-<random>`, never listed), appended synchronously,
+   * made durable and moved into place by commit() exactly as put() does.
+   */
+  stage(): StagedObject {
+    const what = `${this.location}: staged write`;
+    let fd: number;
+    let tmp: string;
+    try {
+      mkdirSync(this.root, { recursive: true, mode: this.#dirMode });
+      tmp = join(this.root, `stage${TEMP_MARK}${randomBytes(8).toString('hex')}`);
+      fd = openSync(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, this.#fileMode);
+    } catch (err) {
+      throw fromSystemError(err, what);
+    }
+    let pos = 0;
+    let open = true;
+    const close = () => {
+      if (open) closeSync(fd);
+      open = false;
+    };
+    return {
+      append: (data) => {
+        try {
+          let done = 0;
+          while (done < data.length) done += writeSync(fd, data, done, data.length - done, pos + done);
+          pos += data.length;
+        } catch (err) {
+          throw fromSystemError(err, what);
+        }
+      },
+      commit: async (key, options = {}) => {
+        const final = this.#path(key);
+        const w = `${this.location}: put ${key}`;
+        try {
+          await promisify(fsync)(fd);
+          close();
+          const created = await this.#mkdirFor(final, w);
+          await this.#publish(tmp, final, created, key, options);
+        } catch (err) {
+          close();
+          await rm(tmp, { force: true }).catch(() => undefined);
+          throw await this.#putError(err, final, w);
+        }
+      },
+      discard: async () => {
+        close();
+        await rm(tmp, { force: true }).catch(() => undefined);
+      },
+    };
+  }
+
+  /** Create the directory of an object's file; returns the first directory created, if any. */
+  async #mkdirFor(final: string, what: string): Promise<string | undefined> {
+    try {
+      return await mkdir(dirname(final), { recursive: true, mode: this.#dirMode });
+    } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EPERM') {
-        const st = await stat(final).catch(() => undefined);
-        if (st?.isDirectory()) throw new UsageError(`${what}: the key is a prefix of other objects`, { cause: err });
+      if (code === 'EEXIST' || code === 'ENOTDIR') {
+        throw new UsageError(`${what}: a parent of the key is an object (a directory-backed store cannot hold both)`, { cause: err });
       }
       throw fromSystemError(err, what);
     }
+  }
+
+  /** Move a synced temporary file into place (link for a conditional create), then make the names durable. */
+  async #publish(tmp: string, final: string, created: string | undefined, key: string, options: PutOptions): Promise<void> {
+    const dir = dirname(final);
+    if (options.ifNoneMatch) {
+      // link(2) fails with EEXIST when the name exists: exactly one of racing creators wins.
+      try {
+        await link(tmp, final);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+          throw new AlreadyExistsError(`${this.location}: ${key} already exists`, { cause: err });
+        }
+        throw err;
+      }
+      await unlink(tmp);
+    } else {
+      await rename(tmp, final);
+    }
+    await fsyncDir(dir);
+    if (created !== undefined) {
+      // New directories must be durable too: fsync the parent of each one we created.
+      for (let d = dirname(dir); ; d = dirname(d)) {
+        await fsyncDir(d);
+        if (d === dirname(created) || d === dirname(d)) break;
+      }
+    }
+  }
+
+  /** The error of a failed put: a key that is a directory is a usage error, the rest mapped by errno. */
+  async #putError(err: unknown, final: string, what: string): Promise<unknown> {
+    if (err instanceof AlreadyExistsError || err instanceof UsageError) return err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EPERM') {
+      const st = await stat(final).catch(() => undefined);
+      if (st?.isDirectory()) return new UsageError(`${what}: the key is a prefix of other objects`, { cause: err });
+    }
+    return fromSystemError(err, what);
   }
 
   /** Read the whole object or a range of it (a range past the end is cut at the end). NotFoundError when absent. */

@@ -39,4 +39,20 @@ export interface Storage {
   delete(key: string): Promise<void>;
   /** Release connections and handles. */
   close(): Promise<void>;
+  /**
+   * Optional: a new object written in pieces and named when complete, so a
+   * writer need not hold it whole in memory (local storage: a temporary file).
+   * Drivers without it get whole objects through put().
+   */
+  stage?(): StagedObject;
+}
+
+/** An object being written by pieces (see Storage.stage). */
+export interface StagedObject {
+  /** Append bytes (synchronously: the buffer may be reused once it returns). */
+  append(data: Uint8Array): void;
+  /** Store what was appended under `key`, atomically and durably, as put() does; the staged object is gone afterwards. */
+  commit(key: string, options?: PutOptions): Promise<void>;
+  /** Drop what was appended. */
+  discard(): Promise<void>;
 }

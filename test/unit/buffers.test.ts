@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { newMasterKeyHex } from '../../src/repository/crypto.js';
-import { PackBuilder, parsePack } from '../../src/repository/pack.js';
+import { PackBuilder, packKey, parsePack } from '../../src/repository/pack.js';
 import { Repository } from '../../src/repository/repository.js';
+import { LocalStorage } from '../../src/storage/local.js';
 import { BufferPool } from '../../src/util/buffers.js';
 import { MemStorage } from '../helpers/memstorage.js';
 
@@ -31,25 +32,52 @@ describe('BufferPool', () => {
 });
 
 describe('PackBuilder', () => {
-  it('grows its buffer for a blob or a header that does not fit, and the pack parses', () => {
-    const pool = new BufferPool(4, 0);
-    const builder = new PackBuilder(pool, 256);
-    const blobs = [randomBytes(100), randomBytes(5000), ...Array.from({ length: 40 }, () => randomBytes(20))];
+  const blobs = [randomBytes(100), randomBytes(5000), ...Array.from({ length: 40 }, () => randomBytes(20)), randomBytes(3 << 20)];
+  function fill(builder: PackBuilder): void {
     for (const [i, b] of blobs.entries()) builder.add(i.toString(16).padStart(64, '0'), 'data', b, b.length, 0);
-    const { id, bytes } = builder.finish(undefined);
-    const entries = parsePack(Buffer.from(bytes), id, undefined);
+  }
+
+  it('in memory: grows its buffer for a blob or a header that does not fit, and the pack parses', async () => {
+    const st = new MemStorage();
+    const builder = new PackBuilder(new BufferPool(4, 0), 256);
+    fill(builder);
+    const id = builder.finish(undefined);
+    await builder.store(st);
+    const bytes = await st.get(packKey(id));
+    const entries = parsePack(bytes, id, undefined);
     expect(entries).toHaveLength(blobs.length);
     for (const [i, e] of entries.entries()) expect(bytes.subarray(e[2], e[2] + e[3]).equals(blobs[i]!)).toBe(true);
-    builder.release();
+  });
+
+  it('staged in a local directory: the same bytes and ID as in memory, no temporary file left', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'pf-stage-'));
+    const local = new LocalStorage(root);
+    const mem = new MemStorage();
+    const a = new PackBuilder(new BufferPool(4, 0), 1 << 20);
+    const b = new PackBuilder(new BufferPool(4, 0), 1 << 20, local.stage());
+    fill(a);
+    fill(b);
+    const id = a.finish(undefined);
+    expect(b.finish(undefined)).toBe(id);
+    await a.store(mem);
+    await b.store(local);
+    expect((await local.get(packKey(id))).equals(await mem.get(packKey(id)))).toBe(true);
+    // An abandoned staged pack leaves nothing behind either.
+    const c = new PackBuilder(new BufferPool(4, 0), 1 << 20, local.stage());
+    fill(c);
+    await c.discard();
+    const files = readdirSync(root, { recursive: true, withFileTypes: true }).filter((d) => d.isFile()).map((d) => d.name);
+    expect(files).toEqual([id]);
   });
 });
 
 describe.each([
-  ['plain', false],
-  ['encrypted', true],
-])('saveBlob copies what it keeps (%s)', (_n, encrypted) => {
+  ['plain, in memory', false, false],
+  ['encrypted, in memory', true, false],
+  ['encrypted, staged packs in a local directory', true, true],
+])('saveBlob copies what it keeps (%s)', (_n, encrypted, local) => {
   it('a caller may overwrite its buffer as soon as saveBlob returns', async () => {
-    const st = new MemStorage();
+    const st = local ? new LocalStorage(mkdtempSync(join(tmpdir(), 'pf-repo-'))) : new MemStorage();
     let keyFile: string | undefined;
     if (encrypted) {
       keyFile = join(mkdtempSync(join(tmpdir(), 'pf-key-')), 'key');
