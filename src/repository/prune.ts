@@ -33,6 +33,8 @@ export interface PruneResult {
   packsKept: number;
   packsInGrace: number;
   indexFilesReplaced: number;
+  /** Temporary files left by killed writers, removed (local storage). */
+  tempFilesRemoved: number;
 }
 
 export async function prune(repo: Repository, o: PruneOptions): Promise<PruneResult> {
@@ -69,10 +71,13 @@ export async function prune(repo: Repository, o: PruneOptions): Promise<PruneRes
     packsKept: kept.length,
     packsInGrace: inGrace,
     indexFilesReplaced: repo.index.files.size,
+    tempFilesRemoved: 0,
   };
   if (o.dryRun) return result;
 
   const limit = pLimit(8);
+  // Temporary files of writers that were killed (staged packs, puts): no writer runs now.
+  result.tempFilesRemoved = (await repo.storage.removeStaleTemp?.()) ?? 0;
   await Promise.all([...forgetIds].map((id) => limit(() => repo.storage.delete(manifestKey(id)))));
   if (doomed.length === 0 && forgetIds.size === 0) {
     result.indexFilesReplaced = 0;

@@ -45,6 +45,8 @@ export interface Storage {
    * Drivers without it get whole objects through put().
    */
   stage?(): StagedObject;
+  /** Optional: remove temporary files of killed writers older than `maxAgeMs` (default one hour); returns how many. */
+  removeStaleTemp?(maxAgeMs?: number): Promise<number>;
 }
 
 /** An object being written by pieces (see Storage.stage). */

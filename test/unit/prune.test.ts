@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, utimesSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { referencedBlobs } from '../../src/jobs/references.js';
 import { applyRetention } from '../../src/jobs/retention.js';
@@ -9,6 +12,7 @@ import { Repository } from '../../src/repository/repository.js';
 import { emptyStats } from '../../src/repository/types.js';
 import { encodeTree } from '../../engines/file/tree.js';
 import { MemStorage } from '../helpers/memstorage.js';
+import { LocalStorage } from '../../src/storage/local.js';
 
 function m(id: string, name: string, ts: string, root = '0'.repeat(64)): Manifest {
   return { version: 1, id, name, host: 'h', engine: 'file', root, source: { kind: 'path', path: '/x' }, dataTimestamp: ts, startedAt: ts, finishedAt: ts, stats: emptyStats(), tags: {} };
@@ -46,6 +50,27 @@ describe('prune', () => {
     await repo.saveManifest(man);
     return man;
   }
+
+  it('removes the temporary pack file of a killed backup (local storage), once it is stale', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'pf-prune-'));
+    const st = new LocalStorage(root);
+    const repo = await Repository.init(st, { packSize: 16 << 10 });
+    await backup(repo, [randomBytes(20_000)], 'n');
+    // What a backup killed halfway leaves: a staged pack never committed.
+    st.stage().append(randomBytes(5000));
+    const temps = () => readdirSync(root).filter((n) => n.includes('.tmp-'));
+    expect(temps()).toHaveLength(1);
+    const refs = (x: Manifest) => referencedBlobs(repo, x);
+    expect((await prune(repo, { forget: [], references: refs, graceMs: 0 })).tempFilesRemoved).toBe(0);
+    const old = new Date(Date.now() - 2 * 3600_000);
+    utimesSync(join(root, temps()[0]!), old, old);
+    expect((await prune(repo, { forget: [], references: refs, graceMs: 0 })).tempFilesRemoved).toBe(1);
+    expect(temps()).toHaveLength(0);
+    await repo.close();
+    const again = await Repository.open(st);
+    expect((await checkRepository(again, { readData: true, references: (x) => referencedBlobs(again, x) })).errors).toEqual([]);
+    await again.close();
+  });
 
   it('deletes only what no remaining backup references, after the grace period', async () => {
     const st = new MemStorage();
