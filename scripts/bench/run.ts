@@ -145,7 +145,7 @@ interface Build {
 function buildPermafrost(mode: Options['pfBuild'], logDir: string): Build {
   const bin = join(REPO_ROOT, 'bin/permafrost.js');
   if (mode === 'source') {
-    return { entry: { nodeArgs: [bin], env: { PERMAFROST_FROM_SOURCE: '1' }, describe: 'from the TypeScript sources through tsx (--pf-build source)', repoRoot: REPO_ROOT }, seconds: 0, typeErrors: 0 };
+    return { entry: { exe: bin, env: { PERMAFROST_FROM_SOURCE: '1' }, describe: 'from the TypeScript sources through tsx (--pf-build source)', repoRoot: REPO_ROOT }, seconds: 0, typeErrors: 0 };
   }
   const t0 = performance.now();
   // bench: one build per bench process (scripts/bench/.build/<pid>), so a second bench
@@ -182,12 +182,14 @@ function buildPermafrost(mode: Options['pfBuild'], logDir: string): Build {
   const runJs = join(outDir, 'src/cli/run.js');
   if (!existsSync(runJs)) return { error: `tsc produced no ${runJs} (exit ${r.status}): ${out.trim().slice(-600)}`, seconds, typeErrors };
   if (typeErrors) log(`  tsc reported ${typeErrors} type errors (code emitted anyway; see ${join(logDir, 'tsc.log')})`);
-  if (mode === 'dist') return { entry: { nodeArgs: [bin], env: {}, describe: 'compiled into dist/ (--pf-build dist)', repoRoot: REPO_ROOT }, seconds, typeErrors };
+  if (mode === 'dist') return { entry: { exe: bin, env: {}, describe: 'compiled into dist/ (--pf-build dist)', repoRoot: REPO_ROOT }, seconds, typeErrors };
   const shim = join(outDir, 'permafrost.mjs');
   // Same as bin/permafrost.js, bound to this build (dist/ is left alone: a stale
   // dist/ would shadow the sources for everyone else running bin/permafrost.js).
-  writeFileSync(shim, "import { runCli } from './src/cli/run.js';\nprocess.exitCode = await runCli(process.argv.slice(2));\n");
-  return { entry: { nodeArgs: [shim], env: {}, describe: 'compiled with tsc -p tsconfig.build.json into scripts/bench/.build/<pid>', repoRoot: REPO_ROOT }, seconds, typeErrors };
+  // Its first line is bin/permafrost.js's #! line: the same runtime options.
+  const shebang = readFileSync(bin, 'utf8').split('\n', 1)[0]!;
+  writeFileSync(shim, `${shebang}\nimport { runCli } from './src/cli/run.js';\nprocess.exitCode = await runCli(process.argv.slice(2));\n`, { mode: 0o755 });
+  return { entry: { exe: shim, env: {}, describe: 'compiled with tsc -p tsconfig.build.json into scripts/bench/.build/<pid>', repoRoot: REPO_ROOT }, seconds, typeErrors };
 }
 
 // ---------------------------------------------------------------- one cycle

@@ -74,8 +74,11 @@ export function which(cmd: string): string | undefined {
 // ---------------------------------------------------------------- Permafrost
 
 export interface PermafrostEntry {
-  /** Arguments to node before the CLI arguments. */
-  nodeArgs: string[];
+  /**
+   * The executable (bin/permafrost.js or a shim with its first line), run
+   * directly as an operator runs it: its #! line sets the runtime options.
+   */
+  exe: string;
   env: Record<string, string>;
   describe: string;
   /** The checkout, for `git describe`. */
@@ -89,19 +92,19 @@ export function permafrostTool(p: ToolPaths, entry: PermafrostEntry): Tool {
   writeFileSync(ini, '; written by scripts/bench/run.ts\n[repository]\ncompression_level = 3\n');
   mkdirSync(p.cache, { recursive: true });
   const env = cleanEnv(entry.env);
-  const base = () => [...entry.nodeArgs, '--config', ini, '--repo', p.repo, '--key-file', key, '--state-dir', state, '--json', '--quiet'];
+  const base = () => ['--config', ini, '--repo', p.repo, '--key-file', key, '--state-dir', state, '--json', '--quiet'];
   let latest: string | undefined;
   return {
     name: 'permafrost',
     config: `encrypted (key file, AES-256-GCM), zstd level 3, default threads; ${entry.describe}`,
     keepStdout: true,
     version() {
-      const r = spawnSync(process.execPath, [...entry.nodeArgs, '--version'], { encoding: 'utf8', env });
+      const r = spawnSync(entry.exe, ['--version'], { encoding: 'utf8', env });
       const git = spawnSync('git', ['-C', entry.repoRoot, 'describe', '--always', '--dirty'], { encoding: 'utf8' });
       return `permafrost ${(r.stdout || '?').trim()} (${(git.stdout || '?').trim()})`;
     },
-    init: () => ({ cmd: process.execPath, args: [...base(), 'init'], env }),
-    backup: () => ({ cmd: process.execPath, args: [...base(), 'backup', '--path', p.data, '--name', 'bench'], env }),
+    init: () => ({ cmd: entry.exe, args: [...base(), 'init'], env }),
+    backup: () => ({ cmd: entry.exe, args: [...base(), 'backup', '--path', p.data, '--name', 'bench'], env }),
     backupId(_phase, m) {
       try {
         const j = JSON.parse(m.stdout) as { id?: string };
@@ -114,7 +117,7 @@ export function permafrostTool(p: ToolPaths, entry: PermafrostEntry): Tool {
     restore(target) {
       if (!latest) {
         // The backup's --json output did not parse: ask the repository.
-        const r = spawnSync(process.execPath, [...base(), 'list', '--name', 'bench'], { encoding: 'utf8', env });
+        const r = spawnSync(entry.exe, [...base(), 'list', '--name', 'bench'], { encoding: 'utf8', env });
         try {
           const rows = (JSON.parse(r.stdout) as { backups: { id: string; status: string; finishedAt?: string }[] }).backups.filter((b) => b.status === 'complete');
           rows.sort((a, b) => String(a.finishedAt).localeCompare(String(b.finishedAt)));
@@ -124,7 +127,7 @@ export function permafrostTool(p: ToolPaths, entry: PermafrostEntry): Tool {
         }
       }
       if (!latest) throw new Error('no Permafrost backup ID to restore');
-      return { cmd: process.execPath, args: [...base(), 'restore', latest, '--target-dir', target], env };
+      return { cmd: entry.exe, args: [...base(), 'restore', latest, '--target-dir', target], env };
     },
   };
 }
