@@ -19,6 +19,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { BufferPool } from '../../src/util/buffers.js';
+import { DECODER_SOURCE, INTEGRITY_PREFIX, type BlobCodec, type StoredRef } from '../../src/repository/decode.js';
 
 /** Result of one small-file batch: all contents back to back; per file the bytes read, or an error code. */
 export interface BatchResult {
@@ -40,10 +41,11 @@ export interface BlockResult {
 /** Young-generation cap of an I/O thread's V8 heap (MiB). */
 const WORKER_YOUNG_MB = 2;
 /** Numbers per file in a write message. */
-const WRITE_FIELDS = 9;
+const WRITE_FIELDS = 11;
 
 const workerSource = `
 const { parentPort, workerData } = require('node:worker_threads');
+${DECODER_SOURCE}
 const fs = require('node:fs');
 const flags = workerData.flags;
 function readInto(fd, u8, off, len, pos) {
@@ -63,7 +65,25 @@ function writeAll(fd, u8, off, len, pos) {
     off += n; len -= n; pos += n;
   }
 }
-function writeOne(f, u8) {
+/** Write data at pos (all-zero 4 KiB blocks skipped when sparse); returns the end of what was written. */
+function writeData(fd, data, pos, sparse) {
+  if (!sparse) {
+    writeAll(fd, data, 0, data.length, pos);
+    return data.length > 0 ? pos + data.length : 0;
+  }
+  let end = 0;
+  let run = -1;
+  for (let o = 0; o < data.length; o += 4096) {
+    const n = Math.min(4096, data.length - o);
+    const zero = Buffer.compare(data.subarray(o, o + n), n === 4096 ? ZERO : ZERO.subarray(0, n)) === 0;
+    if (zero) {
+      if (run >= 0) { writeAll(fd, data, run, o - run, pos + run); end = pos + o; run = -1; }
+    } else if (run < 0) run = o;
+  }
+  if (run >= 0) { writeAll(fd, data, run, data.length - run, pos + run); end = pos + data.length; }
+  return end;
+}
+function writeOne(f, data) {
   const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
   let fd;
   try {
@@ -76,21 +96,7 @@ function writeOne(f, u8) {
     fd = fs.openSync(f.path, flags, 0o600);
   }
   try {
-    let end = 0;
-    if (!f.sparse) {
-      writeAll(fd, u8, f.off, f.len, 0);
-      end = f.len;
-    } else {
-      let run = -1;
-      for (let o = 0; o < f.len; o += 4096) {
-        const n = Math.min(4096, f.len - o);
-        const zero = Buffer.compare(Buffer.from(u8.buffer, u8.byteOffset + f.off + o, n), n === 4096 ? ZERO : ZERO.subarray(0, n)) === 0;
-        if (zero) {
-          if (run >= 0) { writeAll(fd, u8, f.off + run, o - run, run); end = o; run = -1; }
-        } else if (run < 0) run = o;
-      }
-      if (run >= 0) { writeAll(fd, u8, f.off + run, f.len - run, run); end = f.len; }
-    }
+    const end = writeData(fd, data, 0, f.sparse);
     if (end < f.size) fs.ftruncateSync(fd, f.size);
     if (f.chown) fs.fchownSync(fd, f.uid, f.gid);
     fs.fchmodSync(fd, f.mode);
@@ -98,6 +104,135 @@ function writeOne(f, u8) {
   } finally {
     fs.closeSync(fd);
   }
+}
+const decode = workerData.codec ? makeBlobDecoder(workerData.codec) : undefined;
+let plain = Buffer.alloc(0);
+function plainFor(n) {
+  if (plain.length < n) plain = Buffer.allocUnsafeSlow(Math.max(n, 1 << 20));
+  return plain;
+}
+// ---- large files: chunks in file order, written with O_DIRECT where the filesystem takes it
+// (no copy into the page cache: buffered writes of new pages cost more CPU here than decoding).
+// Direct writes need block-aligned memory, file offsets and lengths: the decoded chunk is
+// placed after the unaligned tail of the previous one in an aligned scratch buffer, the aligned
+// part is written, the new tail (< 4 KiB) kept for the next chunk or written buffered at the end.
+const ALIGN = 4096;
+const O_TMPFILE = 0o20200000;
+let big = null;
+/** Scratch for one chunk and a tail; k: the offset in it that direct I/O accepts (-1: none). */
+function bigFor(n, dir) {
+  if (big !== null && big.buf.length >= n + 2 * ALIGN) return big;
+  let size = 4 << 20;
+  while (size < n + 2 * ALIGN) size *= 2;
+  const buf = Buffer.allocUnsafeSlow(size);
+  let k = -1;
+  // The memory alignment direct I/O needs depends on the device: probe it with an unnamed
+  // temporary file of the target's filesystem (never visible, gone when closed).
+  try {
+    const pfd = fs.openSync(dir, O_TMPFILE | C.O_RDWR | C.O_DIRECT, 0o600);
+    try {
+      for (let c = 0; c < ALIGN && k < 0; c += 16) {
+        try { fs.writeSync(pfd, buf, c, ALIGN, 0); k = c; } catch (e) { if (!e || e.code !== 'EINVAL') break; }
+      }
+    } finally { fs.closeSync(pfd); }
+  } catch {}
+  big = { buf, k };
+  return big;
+}
+const large = new Map();
+let rbuf = Buffer.alloc(0);
+/** A chunk's stored bytes read from its pack (local repositories: the main thread only says where). */
+function readStored(st, m) {
+  let fd = st.packs.get(m.path);
+  if (fd === undefined) {
+    try { fd = fs.openSync(m.path, C.O_RDONLY | C.O_NOFOLLOW); } catch (e) {
+      throw new Error('${INTEGRITY_PREFIX}blob ' + m.bid + ': cannot open its pack (' + (e && e.code || e) + ')');
+    }
+    if (st.packs.size >= 4) { const [p, f] = st.packs.entries().next().value; st.packs.delete(p); try { fs.closeSync(f); } catch {} }
+    st.packs.set(m.path, fd);
+  }
+  if (rbuf.length < m.len) rbuf = Buffer.allocUnsafeSlow(Math.max(m.len, 1 << 20));
+  const n = readInto(fd, rbuf, 0, m.len, m.offset);
+  if (n < m.len) throw new Error('${INTEGRITY_PREFIX}blob ' + m.bid + ': truncated (its pack ends early)');
+  return rbuf.subarray(0, m.len);
+}
+function dwrite(st, buf, off, len, pos) {
+  if (st.dfd >= 0) {
+    try { writeAll(st.dfd, buf, off, len, pos); return; } catch (e) {
+      if (!e || e.code !== 'EINVAL') throw e;
+      // The filesystem took O_DIRECT at open but not this write: buffered from here on.
+      try { fs.closeSync(st.dfd); } catch {}
+      st.dfd = -1;
+    }
+  }
+  writeAll(st.fd, buf, off, len, pos);
+}
+/** Aligned blocks [off, off + len) of buf to file offset pos (skipping all-zero blocks when sparse). */
+function writeBlocks(st, buf, off, len, pos) {
+  if (!st.sparse) { if (len > 0) { dwrite(st, buf, off, len, pos); st.end = Math.max(st.end, pos + len); } return; }
+  let run = -1;
+  for (let o = 0; o < len; o += ALIGN) {
+    const zero = Buffer.compare(buf.subarray(off + o, off + o + ALIGN), ZERO) === 0;
+    if (zero) {
+      if (run >= 0) { dwrite(st, buf, off + run, o - run, pos + run); st.end = Math.max(st.end, pos + o); run = -1; }
+    } else if (run < 0) run = o;
+  }
+  if (run >= 0) { dwrite(st, buf, off + run, len - run, pos + run); st.end = Math.max(st.end, pos + len); }
+}
+function flushTail(st) {
+  if (st.tailLen > 0) st.end = Math.max(st.end, writeData(st.fd, st.tail.subarray(0, st.tailLen), st.tailBase, st.sparse));
+  st.tailLen = 0;
+}
+function largeChunk(m) {
+  let st = large.get(m.fd);
+  if (st === undefined) {
+    st = { fd: m.fd, dfd: -1, sparse: m.sparse, tail: Buffer.alloc(ALIGN), tailBase: -1, tailLen: 0, end: 0, failed: false, packs: new Map() };
+    large.set(m.fd, st);
+    const b = bigFor(m.raw, m.dir);
+    if (b.k >= 0) { try { st.dfd = fs.openSync('/proc/self/fd/' + m.fd, C.O_WRONLY | C.O_DIRECT); } catch {} }
+  }
+  if (st.failed) return 'ESKIPPED';
+  const b = bigFor(m.raw, m.dir);
+  try {
+    const stored = m.buf ? Buffer.from(m.buf, 0, m.len) : readStored(st, m);
+    if (st.dfd < 0 || b.k < 0) {
+      const out = decode(m.bid, stored, m.flags, m.raw, b.buf, 0);
+      st.end = Math.max(st.end, writeData(st.fd, out, m.pos, st.sparse));
+      return null;
+    }
+    if (st.tailBase < 0 || m.pos >= st.tailBase + ALIGN) {
+      flushTail(st);
+      st.tailBase = m.pos - (m.pos % ALIGN);
+    }
+    // Bytes between the tail and this chunk are a hole: zeros.
+    const gap = m.pos - st.tailBase;
+    if (gap < st.tailLen) throw new Error('chunks out of order');
+    st.tail.fill(0, st.tailLen, gap);
+    st.tail.copy(b.buf, b.k, 0, gap);
+    decode(m.bid, stored, m.flags, m.raw, b.buf, b.k + gap);
+    const total = gap + m.raw;
+    const aligned = total - (total % ALIGN);
+    writeBlocks(st, b.buf, b.k, aligned, st.tailBase);
+    b.buf.copy(st.tail, 0, b.k + aligned, b.k + total);
+    st.tailBase += aligned;
+    st.tailLen = total - aligned;
+    return null;
+  } catch (e) {
+    st.failed = true;
+    return e && e.code ? e.code : String(e && e.message || e);
+  }
+}
+function largeFinish(m) {
+  const st = large.get(m.fd);
+  large.delete(m.fd);
+  if (st === undefined) return { end: 0, error: null };
+  let error = null;
+  try {
+    if (!st.failed && !m.discard) flushTail(st);
+  } catch (e) { error = e && e.code ? e.code : String(e && e.message || e); }
+  if (st.dfd >= 0) try { fs.closeSync(st.dfd); } catch {}
+  for (const fd of st.packs.values()) try { fs.closeSync(fd); } catch {}
+  return { end: st.end, error };
 }
 function warm(dir) {
   let names;
@@ -116,17 +251,29 @@ parentPort.on('message', (m) => {
     for (const d of m.paths) warm(d);
     parentPort.postMessage({ id: m.id, buf: null });
   } else if (m.kind === 'write') {
-    const u8 = new Uint8Array(m.buf);
     const n = m.paths.length;
     const results = new Array(n).fill(null);
     const v = m.nums;
+    const all = Buffer.from(m.buf);
     for (let i = 0; i < n; i++) {
       const k = i * ${WRITE_FIELDS};
       const f = { path: m.paths[i], size: v[k], off: v[k + 1], len: v[k + 2], mode: v[k + 3], uid: v[k + 4], gid: v[k + 5], atime: v[k + 6], mtime: v[k + 7],
         chown: (v[k + 8] & 1) !== 0, sparse: (v[k + 8] & 2) !== 0, overwrite: (v[k + 8] & 4) !== 0 };
-      try { writeOne(f, u8); } catch (e) { results[i] = e && e.code ? e.code : String(e && e.message || e); }
+      try {
+        let data = all.subarray(f.off, f.off + f.len);
+        // Stored blobs: decoded and verified here, before anything is created.
+        const bid = m.blobs ? m.blobs[i] : null;
+        if (bid) data = decode(bid, data, v[k + 9], v[k + 10], plainFor(v[k + 10]), 0);
+        writeOne(f, data);
+      } catch (e) { results[i] = e && e.code ? e.code : String(e && e.message || e); }
     }
-    parentPort.postMessage({ id: m.id, buf: null, results });
+    parentPort.postMessage({ id: m.id, buf: m.buf, results }, [m.buf]);
+  } else if (m.kind === 'chunk') {
+    const error = largeChunk(m);
+    parentPort.postMessage({ id: m.id, buf: m.buf, error }, m.buf ? [m.buf] : []);
+  } else if (m.kind === 'finish') {
+    const r = largeFinish(m);
+    parentPort.postMessage({ id: m.id, buf: null, n: r.end, error: r.error });
   } else if (m.kind === 'batch') {
     const buf = m.buf;
     const u8 = new Uint8Array(buf);
@@ -187,6 +334,29 @@ export interface WriteSpec {
   sparse: boolean;
   /** Replace an existing non-directory. */
   overwrite: boolean;
+  /** The bytes are this blob as stored: the thread decodes and verifies them (needs the pool's codec). */
+  blob?: { id: string; flags: number; rawLength: number };
+}
+
+/** One chunk of a large file for its writer thread (see IoPool.fileWriter). */
+export interface ChunkSpec {
+  /** File offset of the chunk's plaintext. */
+  pos: number;
+  id: string;
+  flags: number;
+  rawLength: number;
+  /** The blob as stored; copied before writeChunk returns. */
+  stored: Buffer;
+}
+
+/** Writes one large file's chunks, in file order, on one thread (O_DIRECT where possible). */
+export interface FileWriter {
+  /** Decode, verify and write one chunk; rejects with an Error whose `code` says why (EINTEGRITY:…, ENOSPC, ...). */
+  writeChunk(c: ChunkSpec): Promise<void>;
+  /** The same for a chunk the thread reads itself (see BlobStore.locateStored). */
+  writeChunkFrom(pos: number, ref: StoredRef): Promise<void>;
+  /** Write what is left; resolves with the end of the data written (the caller truncates to the size). `discard`: drop it. */
+  finish(discard: boolean): Promise<number>;
 }
 
 interface WorkerReply {
@@ -218,6 +388,8 @@ export class IoPool {
     private readonly flags: number,
     /** Usual size of a read (smaller reads get a buffer this big, so buffers can serve any read). */
     bufferSize = 1 << 20,
+    /** For writes of stored blobs: decoding and verification on the threads. */
+    private readonly codec?: BlobCodec,
   ) {
     this.buffers = new BufferPool(16, bufferSize);
     this.spawn();
@@ -227,7 +399,7 @@ export class IoPool {
     const i = this.workers.length;
     const w = new Worker(workerSource, {
       eval: true,
-      workerData: { flags: this.flags },
+      workerData: { flags: this.flags, codec: this.codec },
       // These threads allocate little JavaScript; a small young generation keeps each one's heap small.
       resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB },
     });
@@ -243,14 +415,20 @@ export class IoPool {
     return this.pending.size;
   }
 
-  private send(msg: Record<string, unknown>, transfer?: ArrayBuffer[]): Promise<WorkerReply> {
-    if (this.failure !== undefined) return Promise.reject(this.failure);
+  /** The least busy thread (a new one when every running one is busy and there is room). */
+  private pick(): number {
     let w = 0;
     for (let i = 1; i < this.workers.length; i++) if (this.busy[i]! < this.busy[w]!) w = i;
     if (this.busy[w]! > 0 && this.workers.length < this.threads) {
       this.spawn();
       w = this.workers.length - 1;
     }
+    return w;
+  }
+
+  private send(msg: Record<string, unknown>, transfer?: ArrayBuffer[], worker?: number): Promise<WorkerReply> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    const w = worker ?? this.pick();
     const id = this.nextId++;
     return new Promise<WorkerReply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, worker: w });
@@ -316,16 +494,18 @@ export class IoPool {
    * transferred (unusable afterwards). Per file: null, or an error code
    * (EEXIST without overwrite, EISDIR, ENOSPC, ...).
    */
-  async writeFiles(files: WriteSpec[], buf: Buffer): Promise<(string | null)[]> {
-    let ab: ArrayBuffer;
-    if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength && buf.buffer instanceof ArrayBuffer) ab = buf.buffer;
-    else {
-      ab = new ArrayBuffer(buf.length);
-      new Uint8Array(ab).set(buf);
+  async writeFiles(files: WriteSpec[], parts: Buffer[], total: number): Promise<(string | null)[]> {
+    const ab = this.buffers.take(total);
+    const u8 = new Uint8Array(ab);
+    let off = 0;
+    for (const p of parts) {
+      u8.set(p, off);
+      off += p.length;
     }
     // Columns, not objects: structured clone of 64 objects costs ~3x more.
     const paths = new Array<string>(files.length);
     const nums = new Float64Array(files.length * WRITE_FIELDS);
+    let blobs: (string | null)[] | undefined;
     for (let i = 0; i < files.length; i++) {
       const f = files[i]!;
       const k = i * WRITE_FIELDS;
@@ -339,9 +519,55 @@ export class IoPool {
       nums[k + 6] = f.atime;
       nums[k + 7] = f.mtime;
       nums[k + 8] = (f.chown ? 1 : 0) | (f.sparse ? 2 : 0) | (f.overwrite ? 4 : 0);
+      if (f.blob !== undefined) {
+        if (this.codec === undefined) throw new Error('IoPool: stored blobs need a codec');
+        blobs ??= new Array<string | null>(files.length).fill(null);
+        blobs[i] = f.blob.id;
+        nums[k + 9] = f.blob.flags;
+        nums[k + 10] = f.blob.rawLength;
+      }
     }
-    const m = await this.send({ kind: 'write', paths, nums, buf: ab }, [ab]);
+    const m = await this.send({ kind: 'write', paths, nums, blobs, buf: ab }, [ab]);
+    this.buffers.give(m.buf!);
     return m.results!;
+  }
+
+  /**
+   * A writer for one large file already open for writing at `fd` (its path
+   * names the directory whose filesystem O_DIRECT is probed on). Its chunks all
+   * go to one thread, in the order they are given. The caller closes fd after
+   * finish().
+   */
+  fileWriter(fd: number, path: string, sparse: boolean): FileWriter {
+    if (this.codec === undefined) throw new Error('IoPool: file writers need a codec');
+    const worker = this.pick();
+    const dir = path.slice(0, path.lastIndexOf('/')) || '/';
+    return {
+      writeChunk: async (c) => {
+        const ab = this.buffers.take(c.stored.length);
+        new Uint8Array(ab).set(c.stored);
+        const m = await this.send(
+          { kind: 'chunk', fd, dir, sparse, pos: c.pos, bid: c.id, flags: c.flags, raw: c.rawLength, len: c.stored.length, buf: ab },
+          [ab],
+          worker,
+        );
+        this.buffers.give(m.buf!);
+        if (m.error) throw Object.assign(new Error(m.error), { code: m.error });
+      },
+      writeChunkFrom: async (pos, r) => {
+        const m = await this.send(
+          { kind: 'chunk', fd, dir, sparse, pos, bid: r.id, flags: r.flags, raw: r.rawLength, len: r.length, path: r.path, offset: r.offset, buf: null },
+          undefined,
+          worker,
+        );
+        if (m.error) throw Object.assign(new Error(m.error), { code: m.error });
+      },
+      finish: async (discard) => {
+        const m = await this.send({ kind: 'finish', fd, discard }, undefined, worker);
+        if (m.error) throw Object.assign(new Error(m.error), { code: m.error });
+        return m.n!;
+      },
+    };
   }
 
   /**

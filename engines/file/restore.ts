@@ -21,11 +21,12 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { constants as C } from 'node:fs';
-import { IntegrityError, InterruptedError, NoSpaceError, PermafrostError, fromSystemError } from '../../src/errors.js';
+import { IntegrityError, InterruptedError, NoSpaceError, NotFoundError, PermafrostError, fromSystemError } from '../../src/errors.js';
 import type { BlobId } from '../../src/repository/types.js';
 import type { EngineContext } from '../engine.js';
 import { isZero } from './backup.js';
 import { IoPool, type WriteSpec } from './iopool.js';
+import { INTEGRITY_PREFIX, type StoredBlob, type StoredRef } from '../../src/repository/decode.js';
 import { Semaphore, TaskSet } from './limit.js';
 import { compileIncludes } from './select.js';
 import { nsToSeconds, splitDev, type TreeNode } from './tree.js';
@@ -59,6 +60,8 @@ export interface RestoreResult {
   /** Entries not restored: existing without overwrite, sockets, devices when not root. */
   skipped: number;
   errors: number;
+  /** Blobs that were missing or failed verification (their files are counted in errors). */
+  damaged: number;
 }
 
 interface DirEntry {
@@ -76,6 +79,9 @@ interface DirEntry {
 const BLOCK = 4096;
 const WRITE_BATCH_FILES = 64;
 const WRITE_BATCH_BYTES = 4 << 20;
+/** Chunks of one large file loading ahead of its writes, and chunk writes of one file in flight. */
+const LOADS_AHEAD = 4;
+const WRITES_AHEAD = 3;
 const EMPTY_BUF = Buffer.alloc(0);
 const noop = (): void => {};
 
@@ -106,7 +112,7 @@ function run(cmd: string, args: string[]): Promise<void> {
 }
 
 class TreeRestore {
-  readonly result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, hardlinks: 0, specials: 0, bytes: 0, skipped: 0, errors: 0 };
+  readonly result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, hardlinks: 0, specials: 0, bytes: 0, skipped: 0, errors: 0, damaged: 0 };
   private base = '';
   private readonly isRoot = process.getuid?.() === 0;
   private readonly overwrite: boolean;
@@ -125,6 +131,12 @@ class TreeRestore {
   private readonly batchSem: Semaphore;
   private pool?: IoPool;
   private wbatch?: { files: WriteSpec[]; bufs: Buffer[]; bytes: number; items: { rel: string; node: TreeNode }[] };
+  /**
+   * Blobs are read here and decoded, verified and written by the writer
+   * threads (the main thread only walks trees and reads packs): when there are
+   * writers and the store hands out stored blobs.
+   */
+  private readonly stored: boolean;
   /** Files that could not be created: hardlinks to them are not made. */
   private readonly failedLinks = new Set<string>();
   /** Files left as they were (existing, no overwrite): their hardlinks are skipped too, not errors. */
@@ -142,6 +154,7 @@ class TreeRestore {
     this.writers = Math.max(0, Math.floor(opts.writers ?? 4));
     this.smallSem = new Semaphore(64);
     this.batchSem = new Semaphore(Math.max(2, this.writers * 2));
+    this.stored = this.writers > 0 && ctx.repo.loadStored !== undefined && ctx.repo.codec !== undefined;
   }
 
   async run(): Promise<RestoreResult> {
@@ -375,7 +388,7 @@ class TreeRestore {
     }
     if (key !== undefined) this.links.set(key, abs);
     if (node.xattrs) this.xattrs.push({ path: rel, xattrs: node.xattrs });
-    const task = this.writeFile(fd, rel, node).then(
+    const task = (this.stored ? this.writeFileStored(fd, rel, abs, node) : this.writeFile(fd, rel, node)).then(
       () => {
         this.fileSem.release();
       },
@@ -394,17 +407,21 @@ class TreeRestore {
   // -- small files: batches for the writer threads
 
   private getPool(): IoPool {
-    this.pool ??= new IoPool(this.writers, 0);
+    this.pool ??= new IoPool(this.writers, 0, undefined, this.stored ? this.ctx.repo.codec!() : undefined);
     return this.pool;
   }
 
-  /** Load a small file's one blob and add it to the current write batch. */
+  /** Load a small file's one blob (as stored, or decoded) and add it to the current write batch. */
   private async smallFile(rel: string, abs: string, node: TreeNode): Promise<void> {
     let data: Buffer = EMPTY_BUF;
+    let blob: StoredBlob | undefined;
     const content = node.content ?? [];
     if (content.length === 1) {
       try {
-        data = await this.loadChunk(content[0]!);
+        if (this.stored) {
+          blob = await this.loadStoredChunk(content[0]!);
+          data = blob.stored;
+        } else data = await this.loadChunk(content[0]!);
       } catch (err) {
         this.failedLinks.add(abs);
         if (err instanceof InterruptedError || isFatal(err)) throw err;
@@ -415,7 +432,8 @@ class TreeRestore {
     }
     const size = node.size ?? 0;
     const holes = node.holes ?? [];
-    if (holes.length === 0 ? data.length !== size : data.length !== 0) this.warn(`${rel}: content (${data.length} bytes) does not match the recorded size ${size}`);
+    const length = blob?.rawLength ?? data.length;
+    if (holes.length === 0 ? length !== size : length !== 0) this.warn(`${rel}: content (${length} bytes) does not match the recorded size ${size}`);
     const b = (this.wbatch ??= { files: [], bufs: [], bytes: 0, items: [] });
     b.files.push({
       path: abs,
@@ -430,6 +448,7 @@ class TreeRestore {
       chown: this.isRoot,
       sparse: node.sparse === true,
       overwrite: this.overwrite,
+      blob: blob && { id: blob.id, flags: blob.flags, rawLength: blob.rawLength },
     });
     b.bufs.push(data);
     b.bytes += data.length;
@@ -444,11 +463,8 @@ class TreeRestore {
     this.wbatch = undefined;
     const w = this.batchSem.acquire();
     if (w) await w;
-    const buf = Buffer.allocUnsafeSlow(b.bytes);
-    let off = 0;
-    for (const part of b.bufs) off += part.copy(buf, off);
     const task = this.getPool()
-      .writeFiles(b.files, buf)
+      .writeFiles(b.files, b.bufs, b.bytes)
       .then(
         (results) => {
           this.batchSem.release();
@@ -470,6 +486,9 @@ class TreeRestore {
             } else if (err === 'EISDIR') {
               this.result.skipped++;
               this.ctx.log.warn(`${rel} exists as a directory; not replaced`);
+            } else if (err.startsWith(INTEGRITY_PREFIX)) {
+              this.result.damaged++;
+              this.warn(`cannot restore ${rel}: ${err.slice(INTEGRITY_PREFIX.length)}`);
             } else if (isFatal({ code: err })) {
               this.fatal ??= fromSystemError(Object.assign(new Error(err), { code: err }), `cannot write ${rel}`);
             } else this.warn(`cannot restore ${rel}: ${err}`);
@@ -497,19 +516,117 @@ class TreeRestore {
   }
 
   private loadChunk(id: BlobId): Promise<Buffer> {
+    return this.load(() => this.ctx.repo.loadBlob('data', id));
+  }
+
+  private loadStoredChunk(id: BlobId): Promise<StoredBlob> {
+    return this.load(() => this.ctx.repo.loadStored!('data', id));
+  }
+
+  /** One blob load under the load semaphore (its permit is the caller's to release once the blob is used). */
+  private load<T>(read: () => Promise<T>): Promise<T> {
     const go = async () => {
       const w = this.loadSem.acquire();
       if (w) await w;
       try {
-        return await this.ctx.repo.loadBlob('data', id);
+        return await read();
       } catch (err) {
         this.loadSem.release();
+        if (err instanceof IntegrityError || err instanceof NotFoundError) this.result.damaged++;
         throw err;
       }
     };
     const p = go();
     p.catch(noop);
     return p;
+  }
+
+  /**
+   * A file of several chunks, decoded, verified and written by one writer
+   * thread in file order (see IoPool.fileWriter), while the next chunks load.
+   */
+  private async writeFileStored(fd: number, rel: string, abs: string, node: TreeNode): Promise<void> {
+    const { ctx } = this;
+    const content = node.content ?? [];
+    const holes = node.holes ?? [];
+    const size = node.size ?? 0;
+    const writer = this.getPool().fileWriter(fd, abs, node.sparse === true);
+    // Large blobs of a local repository are read by the writer thread itself: no load here.
+    const locate = (id: BlobId): Promise<StoredBlob | StoredRef> => {
+      try {
+        const ref = this.ctx.repo.locateStored?.('data', id);
+        if (ref !== undefined) return Promise.resolve(ref);
+      } catch (err) {
+        if (err instanceof IntegrityError || err instanceof NotFoundError) this.result.damaged++;
+        return Promise.reject(err);
+      }
+      return this.loadStoredChunk(id);
+    };
+    const loads: (Promise<StoredBlob | StoredRef> | undefined)[] = new Array(content.length);
+    const writes = new Set<Promise<void>>();
+    let pos = 0;
+    let hi = 0;
+    let k = 0;
+    try {
+      try {
+        for (; k < content.length && k < LOADS_AHEAD; k++) loads[k] = locate(content[k]!);
+        for (let i = 0; i < content.length; i++) {
+          if (ctx.signal.aborted) throw new InterruptedError();
+          while (hi < holes.length && holes[hi]![0] === pos) pos += holes[hi++]![1];
+          const b = await loads[i]!;
+          loads[i] = undefined;
+          let w: Promise<void>;
+          if ('path' in b) w = writer.writeChunkFrom(pos, b);
+          else {
+            // writeChunk copies the stored bytes before it returns: the load's permit is free.
+            w = writer.writeChunk({ pos, id: b.id, flags: b.flags, rawLength: b.rawLength, stored: b.stored });
+            this.loadSem.release();
+          }
+          pos += b.rawLength;
+          const len = b.rawLength;
+          const t: Promise<void> = w.then(() => {
+            writes.delete(t);
+            ctx.progress.advance(len, 0);
+          });
+          t.catch(noop);
+          writes.add(t);
+          if (k < content.length) {
+            loads[k] = locate(content[k]!);
+            k++;
+          }
+          while (writes.size >= WRITES_AHEAD) await Promise.race(writes);
+        }
+        await Promise.all(writes);
+      } catch (err) {
+        // Nothing may still write to fd when it is closed (its number would be reused).
+        await Promise.allSettled(writes);
+        await writer.finish(true).catch(noop);
+        throw err;
+      }
+      const end = await writer.finish(false);
+      while (hi < holes.length && holes[hi]![0] === pos) pos += holes[hi++]![1];
+      if (pos !== size || hi !== holes.length) this.warn(`${rel}: content (${pos} bytes) does not match the recorded size ${size}`);
+      if (end < size) fs.ftruncateSync(fd, size);
+      if (this.isRoot) fs.fchownSync(fd, node.uid, node.gid);
+      fs.fchmodSync(fd, node.mode);
+      fs.futimesSync(fd, nsToSeconds(node.atimeNs ?? node.mtimeNs), nsToSeconds(node.mtimeNs));
+      this.result.files++;
+      this.result.bytes += size;
+      ctx.progress.advance(0, 1);
+    } catch (err) {
+      const c = code(err);
+      if (c !== undefined && c.startsWith(INTEGRITY_PREFIX)) {
+        this.result.damaged++;
+        throw new IntegrityError(c.slice(INTEGRITY_PREFIX.length));
+      }
+      throw err;
+    } finally {
+      for (let i = 0; i < loads.length; i++) {
+        const p = loads[i];
+        if (p) p.then((b) => 'path' in b || this.loadSem.release(), noop);
+      }
+      fs.closeSync(fd);
+    }
   }
 
   private async writeFile(fd: number, rel: string, node: TreeNode): Promise<void> {

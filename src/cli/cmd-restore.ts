@@ -109,6 +109,10 @@ export function registerRestore(program: Command, signal: AbortSignal): void {
               if (err instanceof IntegrityError || err instanceof NotFoundError) damaged++;
               throw err;
             }),
+          // Restores decode on the writer threads (the engine counts the blobs that fail there).
+          loadStored: (t, b) => repo.loadStored(t, b),
+          codec: () => repo.codec(),
+          locateStored: (t, b) => repo.locateStored(t, b),
         };
         const ectx = { repo: store, signal: ctx.signal, progress, log };
         try {
@@ -143,7 +147,7 @@ export function registerRestore(program: Command, signal: AbortSignal): void {
           let failure: { code: string; message: string; exitCode: number } | undefined;
           if (res.errors > 0) {
             failure =
-              damaged > 0
+              damaged > 0 || res.damaged > 0
                 ? { code: 'integrity', exitCode: ExitCode.integrity, message: `restore of backup ${id} incomplete: ${res.errors} entries could not be restored (corrupted or missing data; run "permafrost check --read-data")` }
                 : { code: 'partial', exitCode: ExitCode.partial, message: `restore of backup ${id} incomplete: ${res.errors} entries could not be restored (see the warnings above)` };
           }

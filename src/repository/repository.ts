@@ -39,6 +39,7 @@ import { type Manifest, isBackupId, manifestKey, validateManifest } from './mani
 import { PackBuilder, type PackEntry, packKey } from './pack.js';
 import type { BlobId, BlobStore, BlobType, SaveResult } from './types.js';
 import { CompressPool } from './workers.js';
+import { type BlobCodec, type StoredBlob, type StoredRef, blobCodec } from './decode.js';
 import { BufferPool } from '../util/buffers.js';
 
 /** Packs written at the same time. */
@@ -398,6 +399,16 @@ export class Repository implements BlobStore {
   }
 
   async loadBlob(type: BlobType, id: BlobId): Promise<Buffer> {
+    const { stored, flags, rawLength } = await this.loadStored(type, id);
+    // Every blob is verified on its own, also when it comes from a cached pack.
+    return this.decodeBlob(id, stored, flags, rawLength);
+  }
+
+  /**
+   * A blob as stored, not decoded: for callers that decode on worker threads
+   * (see decode.ts and codec()). NotFoundError when unknown.
+   */
+  async loadStored(type: BlobType, id: BlobId): Promise<StoredBlob> {
     const loc = this.index.get(id);
     if (!loc) throw new NotFoundError(`blob ${id} is not in the index`);
     if (loc.type !== type) throw new IntegrityError(`blob ${id} is a ${loc.type} blob, not ${type}`);
@@ -408,8 +419,22 @@ export class Repository implements BlobStore {
       const from = loc.offset - span.start;
       stored = bytes.subarray(Math.min(from, bytes.length), Math.min(from + loc.length, bytes.length));
     } else stored = await this.storage.get(packKey(loc.pack), { offset: loc.offset, length: loc.length });
-    // Every blob is verified on its own, also when it comes from a cached pack.
-    return this.decodeBlob(id, stored, loc.flags, loc.rawLength);
+    return { id, stored, flags: loc.flags, rawLength: loc.rawLength };
+  }
+
+  locateStored(type: BlobType, id: BlobId): StoredRef | undefined {
+    if (this.storage.localPath === undefined) return undefined;
+    const loc = this.index.get(id);
+    if (!loc) throw new NotFoundError(`blob ${id} is not in the index`);
+    if (loc.type !== type) throw new IntegrityError(`blob ${id} is a ${loc.type} blob, not ${type}`);
+    // Small blobs come with their pack's window (one read for many neighbours).
+    if (type !== 'data' || loc.length <= WINDOW_BLOB_MAX) return undefined;
+    return { id, path: this.storage.localPath(packKey(loc.pack)), offset: loc.offset, length: loc.length, flags: loc.flags, rawLength: loc.rawLength };
+  }
+
+  /** What a worker thread needs to decode and verify this repository's blobs (holds the keys). */
+  codec(): BlobCodec {
+    return blobCodec(this.keys);
   }
 
   /** The aligned window of a pack holding [offset, offset + length), or undefined when the blob crosses a window edge. */

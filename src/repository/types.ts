@@ -2,6 +2,8 @@
  * What the data plane (engines/) sees of a repository: a deduplicating,
  * verifying blob store. The format behind it is in docs/ARCHITECTURE.md.
  */
+import type { BlobCodec, StoredBlob, StoredRef } from './decode.js';
+
 export type BlobType = 'data' | 'tree';
 /** 64 lowercase hex characters: keyed BLAKE3 of the blob's plaintext. */
 export type BlobId = string;
@@ -30,6 +32,19 @@ export interface BlobStore {
   saveBlob(type: BlobType, data: Buffer, id?: BlobId): Promise<SaveResult>;
   /** Read, decrypt, decompress and verify a blob. Throws IntegrityError on any mismatch, NotFoundError when unknown. */
   loadBlob(type: BlobType, id: BlobId): Promise<Buffer>;
+  /**
+   * Optional, for decoding on worker threads: a blob as stored (not yet
+   * verified) and the codec a thread decodes and verifies it with. Stores
+   * without them are read through loadBlob.
+   */
+  loadStored?(type: BlobType, id: BlobId): Promise<StoredBlob>;
+  codec?(): BlobCodec;
+  /**
+   * Optional: where a large data blob lies in a local file, for a thread that
+   * reads, decodes and verifies it itself; undefined when it must be loaded
+   * (remote storage, small blobs read with their neighbours). NotFoundError when unknown.
+   */
+  locateStored?(type: BlobType, id: BlobId): StoredRef | undefined;
 }
 
 /** Statistics every engine fills; stored in the manifest and the catalog. */

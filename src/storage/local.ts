@@ -229,6 +229,10 @@ export class LocalStorage implements Storage {
     }
   }
 
+  localPath(key: string): string {
+    return this.#path(key);
+  }
+
   /** Size and mtime of the object, or undefined when absent. */
   async stat(key: string): Promise<ObjectInfo | undefined> {
     const path = this.#path(key);

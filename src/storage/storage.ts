@@ -45,6 +45,12 @@ export interface Storage {
    * Drivers without it get whole objects through put().
    */
   stage?(): StagedObject;
+  /**
+   * Optional (local directories): the file that holds an object, for readers
+   * on other threads that read it themselves. Objects are immutable, so the
+   * file's content at a key never changes.
+   */
+  localPath?(key: string): string;
   /** Optional: remove temporary files of killed writers older than `maxAgeMs` (default one hour); returns how many. */
   removeStaleTemp?(maxAgeMs?: number): Promise<number>;
 }
