@@ -41,7 +41,7 @@ export interface BlockResult {
 /** Young-generation cap of an I/O thread's V8 heap (MiB). */
 const WORKER_YOUNG_MB = 2;
 /** Numbers per file in a write message. */
-const WRITE_FIELDS = 11;
+const WRITE_FIELDS = 12;
 
 const workerSource = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -140,21 +140,86 @@ function bigFor(n, dir) {
   return big;
 }
 const large = new Map();
-let rbuf = Buffer.alloc(0);
-/** A chunk's stored bytes read from its pack (local repositories: the main thread only says where). */
+let rbuf = null;
+let directReads = true;
+/**
+ * Read scratch; k: the offset in it that direct reads of this pack accept (-1: none). Probed
+ * with a harmless aligned read of the pack's first block.
+ */
+function rbufFor(n, dfd) {
+  if (rbuf !== null && rbuf.buf.length >= n + 2 * ALIGN && (rbuf.k >= 0 || dfd < 0)) return rbuf;
+  let size = 1 << 20;
+  while (size < n + 2 * ALIGN) size *= 2;
+  const buf = rbuf !== null && rbuf.buf.length >= size ? rbuf.buf : Buffer.allocUnsafeSlow(size);
+  let k = -1;
+  if (dfd >= 0) {
+    for (let c = 0; c < ALIGN && k < 0; c += 16) {
+      try { fs.readSync(dfd, buf, c, ALIGN, 0); k = c; } catch (e) { if (!e || e.code !== 'EINVAL') break; }
+    }
+  }
+  rbuf = { buf, k };
+  return rbuf;
+}
+/**
+ * A chunk's stored bytes read from its pack (local repositories: the main thread only says
+ * where), with O_DIRECT when the filesystem takes it: no copy through the page cache.
+ */
 function readStored(st, m) {
-  let fd = st.packs.get(m.path);
-  if (fd === undefined) {
+  let p = st.packs.get(m.path);
+  if (p === undefined) {
+    let fd;
     try { fd = fs.openSync(m.path, C.O_RDONLY | C.O_NOFOLLOW); } catch (e) {
       throw new Error('${INTEGRITY_PREFIX}blob ' + m.bid + ': cannot open its pack (' + (e && e.code || e) + ')');
     }
-    if (st.packs.size >= 4) { const [p, f] = st.packs.entries().next().value; st.packs.delete(p); try { fs.closeSync(f); } catch {} }
-    st.packs.set(m.path, fd);
+    let dfd = -1;
+    try { dfd = fs.openSync(m.path, C.O_RDONLY | C.O_NOFOLLOW | C.O_DIRECT); } catch {}
+    if (st.packs.size >= 4) { const [q, old] = st.packs.entries().next().value; st.packs.delete(q); closePack(old); }
+    p = { fd, dfd };
+    st.packs.set(m.path, p);
   }
-  if (rbuf.length < m.len) rbuf = Buffer.allocUnsafeSlow(Math.max(m.len, 1 << 20));
-  const n = readInto(fd, rbuf, 0, m.len, m.offset);
+  const start = m.offset - (m.offset % ALIGN);
+  const span = Math.ceil((m.offset + m.len - start) / ALIGN) * ALIGN;
+  const r = rbufFor(span, directReads ? p.dfd : -1);
+  if (p.dfd >= 0 && r.k < 0) {
+    // No memory alignment works for this filesystem: buffered reads from here on.
+    directReads = false;
+    try { fs.closeSync(p.dfd); } catch {}
+    p.dfd = -1;
+  }
+  if (p.dfd >= 0 && r.k >= 0) {
+    let n = -1;
+    try { n = readInto(p.dfd, r.buf, r.k, span, start); } catch (e) {
+      if (!e || e.code !== 'EINVAL') throw e;
+      try { fs.closeSync(p.dfd); } catch {}
+      p.dfd = -1;
+    }
+    if (n >= 0) {
+      if (n < m.offset + m.len - start) throw new Error('${INTEGRITY_PREFIX}blob ' + m.bid + ': truncated (its pack ends early)');
+      return r.buf.subarray(r.k + m.offset - start, r.k + m.offset - start + m.len);
+    }
+  }
+  const n = readInto(p.fd, r.buf, 0, m.len, m.offset);
   if (n < m.len) throw new Error('${INTEGRITY_PREFIX}blob ' + m.bid + ': truncated (its pack ends early)');
-  return rbuf.subarray(0, m.len);
+  return r.buf.subarray(0, m.len);
+}
+let sbuf = Buffer.alloc(0);
+/** A small blob's stored bytes from its pack (buffered: the page cache reads ahead for its neighbours). */
+function readSmall(packs, path, offset, len, bid) {
+  let fd = packs.get(path);
+  if (fd === undefined) {
+    try { fd = fs.openSync(path, C.O_RDONLY | C.O_NOFOLLOW); } catch (e) {
+      throw new Error('${INTEGRITY_PREFIX}blob ' + bid + ': cannot open its pack (' + (e && e.code || e) + ')');
+    }
+    packs.set(path, fd);
+  }
+  if (sbuf.length < len) sbuf = Buffer.allocUnsafeSlow(Math.max(len, 1 << 20));
+  const n = readInto(fd, sbuf, 0, len, offset);
+  if (n < len) throw new Error('${INTEGRITY_PREFIX}blob ' + bid + ': truncated (its pack ends early)');
+  return sbuf.subarray(0, len);
+}
+function closePack(p) {
+  try { fs.closeSync(p.fd); } catch {}
+  if (p.dfd >= 0) try { fs.closeSync(p.dfd); } catch {}
 }
 function dwrite(st, buf, off, len, pos) {
   if (st.dfd >= 0) {
@@ -231,7 +296,7 @@ function largeFinish(m) {
     if (!st.failed && !m.discard) flushTail(st);
   } catch (e) { error = e && e.code ? e.code : String(e && e.message || e); }
   if (st.dfd >= 0) try { fs.closeSync(st.dfd); } catch {}
-  for (const fd of st.packs.values()) try { fs.closeSync(fd); } catch {}
+  for (const p of st.packs.values()) closePack(p);
   return { end: st.end, error };
 }
 function warm(dir) {
@@ -255,18 +320,22 @@ parentPort.on('message', (m) => {
     const results = new Array(n).fill(null);
     const v = m.nums;
     const all = Buffer.from(m.buf);
+    const packs = new Map();
     for (let i = 0; i < n; i++) {
       const k = i * ${WRITE_FIELDS};
       const f = { path: m.paths[i], size: v[k], off: v[k + 1], len: v[k + 2], mode: v[k + 3], uid: v[k + 4], gid: v[k + 5], atime: v[k + 6], mtime: v[k + 7],
         chown: (v[k + 8] & 1) !== 0, sparse: (v[k + 8] & 2) !== 0, overwrite: (v[k + 8] & 4) !== 0 };
       try {
-        let data = all.subarray(f.off, f.off + f.len);
-        // Stored blobs: decoded and verified here, before anything is created.
         const bid = m.blobs ? m.blobs[i] : null;
+        const pack = m.packs ? m.packs[i] : null;
+        // Blobs of local repositories are read here, from their packs.
+        let data = pack ? readSmall(packs, pack, v[k + 11], f.len, bid) : all.subarray(f.off, f.off + f.len);
+        // Stored blobs: decoded and verified here, before anything is created.
         if (bid) data = decode(bid, data, v[k + 9], v[k + 10], plainFor(v[k + 10]), 0);
         writeOne(f, data);
       } catch (e) { results[i] = e && e.code ? e.code : String(e && e.message || e); }
     }
+    for (const fd of packs.values()) try { fs.closeSync(fd); } catch {}
     parentPort.postMessage({ id: m.id, buf: m.buf, results }, [m.buf]);
   } else if (m.kind === 'chunk') {
     const error = largeChunk(m);
@@ -334,8 +403,11 @@ export interface WriteSpec {
   sparse: boolean;
   /** Replace an existing non-directory. */
   overwrite: boolean;
-  /** The bytes are this blob as stored: the thread decodes and verifies them (needs the pool's codec). */
-  blob?: { id: string; flags: number; rawLength: number };
+  /**
+   * The bytes are this blob as stored: the thread decodes and verifies them (needs the pool's
+   * codec). With `path`, the thread reads them itself (`len` bytes at `offset` of that file).
+   */
+  blob?: { id: string; flags: number; rawLength: number; path?: string; offset?: number };
 }
 
 /** One chunk of a large file for its writer thread (see IoPool.fileWriter). */
@@ -506,6 +578,7 @@ export class IoPool {
     const paths = new Array<string>(files.length);
     const nums = new Float64Array(files.length * WRITE_FIELDS);
     let blobs: (string | null)[] | undefined;
+    let packs: (string | null)[] | undefined;
     for (let i = 0; i < files.length; i++) {
       const f = files[i]!;
       const k = i * WRITE_FIELDS;
@@ -525,9 +598,14 @@ export class IoPool {
         blobs[i] = f.blob.id;
         nums[k + 9] = f.blob.flags;
         nums[k + 10] = f.blob.rawLength;
+        if (f.blob.path !== undefined) {
+          packs ??= new Array<string | null>(files.length).fill(null);
+          packs[i] = f.blob.path;
+          nums[k + 11] = f.blob.offset ?? 0;
+        }
       }
     }
-    const m = await this.send({ kind: 'write', paths, nums, blobs, buf: ab }, [ab]);
+    const m = await this.send({ kind: 'write', paths, nums, blobs, packs, buf: ab }, [ab]);
     this.buffers.give(m.buf!);
     return m.results!;
   }

@@ -415,31 +415,38 @@ class TreeRestore {
   private async smallFile(rel: string, abs: string, node: TreeNode): Promise<void> {
     let data: Buffer = EMPTY_BUF;
     let blob: StoredBlob | undefined;
+    let ref: StoredRef | undefined;
     const content = node.content ?? [];
     if (content.length === 1) {
       try {
         if (this.stored) {
-          blob = await this.loadStoredChunk(content[0]!);
-          data = blob.stored;
-        } else data = await this.loadChunk(content[0]!);
+          const b = await this.locate(content[0]!);
+          if ('path' in b) ref = b;
+          else {
+            blob = b;
+            data = b.stored;
+            this.loadSem.release();
+          }
+        } else {
+          data = await this.loadChunk(content[0]!);
+          this.loadSem.release();
+        }
       } catch (err) {
         this.failedLinks.add(abs);
         if (err instanceof InterruptedError || isFatal(err)) throw err;
         this.warn(`cannot restore ${rel}: ${(err as Error).message}`);
         return;
       }
-      this.loadSem.release();
     }
     const size = node.size ?? 0;
     const holes = node.holes ?? [];
-    const length = blob?.rawLength ?? data.length;
+    const length = ref?.rawLength ?? blob?.rawLength ?? data.length;
     if (holes.length === 0 ? length !== size : length !== 0) this.warn(`${rel}: content (${length} bytes) does not match the recorded size ${size}`);
     const b = (this.wbatch ??= { files: [], bufs: [], bytes: 0, items: [] });
     b.files.push({
       path: abs,
       size,
       off: b.bytes,
-      len: data.length,
       mode: node.mode,
       uid: node.uid,
       gid: node.gid,
@@ -448,7 +455,8 @@ class TreeRestore {
       chown: this.isRoot,
       sparse: node.sparse === true,
       overwrite: this.overwrite,
-      blob: blob && { id: blob.id, flags: blob.flags, rawLength: blob.rawLength },
+      len: ref?.length ?? data.length,
+      blob: ref ? { id: ref.id, flags: ref.flags, rawLength: ref.rawLength, path: ref.path, offset: ref.offset } : blob && { id: blob.id, flags: blob.flags, rawLength: blob.rawLength },
     });
     b.bufs.push(data);
     b.bytes += data.length;
@@ -523,6 +531,21 @@ class TreeRestore {
     return this.load(() => this.ctx.repo.loadStored!('data', id));
   }
 
+  /**
+   * Where a blob is for a writer thread that reads it itself (local repositories: no permit,
+   * nothing read here), or the blob as stored, loaded under the load semaphore.
+   */
+  private locate(id: BlobId): Promise<StoredBlob | StoredRef> {
+    try {
+      const ref = this.ctx.repo.locateStored?.('data', id);
+      if (ref !== undefined) return Promise.resolve(ref);
+    } catch (err) {
+      if (err instanceof IntegrityError || err instanceof NotFoundError) this.result.damaged++;
+      return Promise.reject(err);
+    }
+    return this.loadStoredChunk(id);
+  }
+
   /** One blob load under the load semaphore (its permit is the caller's to release once the blob is used). */
   private load<T>(read: () => Promise<T>): Promise<T> {
     const go = async () => {
@@ -551,17 +574,6 @@ class TreeRestore {
     const holes = node.holes ?? [];
     const size = node.size ?? 0;
     const writer = this.getPool().fileWriter(fd, abs, node.sparse === true);
-    // Large blobs of a local repository are read by the writer thread itself: no load here.
-    const locate = (id: BlobId): Promise<StoredBlob | StoredRef> => {
-      try {
-        const ref = this.ctx.repo.locateStored?.('data', id);
-        if (ref !== undefined) return Promise.resolve(ref);
-      } catch (err) {
-        if (err instanceof IntegrityError || err instanceof NotFoundError) this.result.damaged++;
-        return Promise.reject(err);
-      }
-      return this.loadStoredChunk(id);
-    };
     const loads: (Promise<StoredBlob | StoredRef> | undefined)[] = new Array(content.length);
     const writes = new Set<Promise<void>>();
     let pos = 0;
@@ -569,7 +581,7 @@ class TreeRestore {
     let k = 0;
     try {
       try {
-        for (; k < content.length && k < LOADS_AHEAD; k++) loads[k] = locate(content[k]!);
+        for (; k < content.length && k < LOADS_AHEAD; k++) loads[k] = this.locate(content[k]!);
         for (let i = 0; i < content.length; i++) {
           if (ctx.signal.aborted) throw new InterruptedError();
           while (hi < holes.length && holes[hi]![0] === pos) pos += holes[hi++]![1];
@@ -591,7 +603,7 @@ class TreeRestore {
           t.catch(noop);
           writes.add(t);
           if (k < content.length) {
-            loads[k] = locate(content[k]!);
+            loads[k] = this.locate(content[k]!);
             k++;
           }
           while (writes.size >= WRITES_AHEAD) await Promise.race(writes);

@@ -427,8 +427,7 @@ export class Repository implements BlobStore {
     const loc = this.index.get(id);
     if (!loc) throw new NotFoundError(`blob ${id} is not in the index`);
     if (loc.type !== type) throw new IntegrityError(`blob ${id} is a ${loc.type} blob, not ${type}`);
-    // Small blobs come with their pack's window (one read for many neighbours).
-    if (type !== 'data' || loc.length <= WINDOW_BLOB_MAX) return undefined;
+    if (type !== 'data') return undefined;
     return { id, path: this.storage.localPath(packKey(loc.pack)), offset: loc.offset, length: loc.length, flags: loc.flags, rawLength: loc.rawLength };
   }
 

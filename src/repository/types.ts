@@ -40,9 +40,9 @@ export interface BlobStore {
   loadStored?(type: BlobType, id: BlobId): Promise<StoredBlob>;
   codec?(): BlobCodec;
   /**
-   * Optional: where a large data blob lies in a local file, for a thread that
+   * Optional: where a data blob lies in a local file, for a thread that
    * reads, decodes and verifies it itself; undefined when it must be loaded
-   * (remote storage, small blobs read with their neighbours). NotFoundError when unknown.
+   * (remote storage). NotFoundError when unknown.
    */
   locateStored?(type: BlobType, id: BlobId): StoredRef | undefined;
 }
