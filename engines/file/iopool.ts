@@ -38,6 +38,8 @@ export interface BlockResult {
   error: string | null;
 }
 
+/** Threads that write large files (see fileWriter). */
+const LARGE_THREADS = 2;
 /** Young-generation cap of an I/O thread's V8 heap (MiB). */
 const WORKER_YOUNG_MB = 2;
 /** Numbers per file in a write message. */
@@ -122,8 +124,7 @@ let big = null;
 /** Scratch for one chunk and a tail; k: the offset in it that direct I/O accepts (-1: none). */
 function bigFor(n, dir) {
   if (big !== null && big.buf.length >= n + 2 * ALIGN) return big;
-  let size = 4 << 20;
-  while (size < n + 2 * ALIGN) size *= 2;
+  const size = roundMiB(n + 2 * ALIGN);
   const buf = Buffer.allocUnsafeSlow(size);
   let k = -1;
   // The memory alignment direct I/O needs depends on the device: probe it with an unnamed
@@ -140,6 +141,8 @@ function bigFor(n, dir) {
   return big;
 }
 const large = new Map();
+/** Scratch sizes: whole MiB (chunks are 0.5–8 MiB; powers of two would waste up to half). */
+function roundMiB(n) { return Math.ceil(n / (1 << 20)) * (1 << 20); }
 let rbuf = null;
 let directReads = true;
 /**
@@ -148,8 +151,7 @@ let directReads = true;
  */
 function rbufFor(n, dfd) {
   if (rbuf !== null && rbuf.buf.length >= n + 2 * ALIGN && (rbuf.k >= 0 || dfd < 0)) return rbuf;
-  let size = 1 << 20;
-  while (size < n + 2 * ALIGN) size *= 2;
+  const size = roundMiB(n + 2 * ALIGN);
   const buf = rbuf !== null && rbuf.buf.length >= size ? rbuf.buf : Buffer.allocUnsafeSlow(size);
   let k = -1;
   if (dfd >= 0) {
@@ -618,7 +620,11 @@ export class IoPool {
    */
   fileWriter(fd: number, path: string, sparse: boolean): FileWriter {
     if (this.codec === undefined) throw new Error('IoPool: file writers need a codec');
-    const worker = this.pick();
+    // Large files share the first LARGE_THREADS threads: each keeps chunk-sized scratch buffers,
+    // and two threads already keep both cores busy decoding.
+    while (this.workers.length < Math.min(this.threads, LARGE_THREADS)) this.spawn();
+    let worker = 0;
+    for (let i = 1; i < Math.min(this.workers.length, LARGE_THREADS); i++) if (this.busy[i]! < this.busy[worker]!) worker = i;
     const dir = path.slice(0, path.lastIndexOf('/')) || '/';
     return {
       writeChunk: async (c) => {
