@@ -30,6 +30,8 @@ import {
 } from '../helpers/cli.js';
 
 const RANDOM_MB = Number(process.env.PERMAFROST_TEST_KILL_MB ?? 192);
+/** Random data added before each kill, so that every killed backup has packs to write. */
+const FRESH_MB = 48;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 const data = new Sandbox();
@@ -83,6 +85,9 @@ describe('kill -9 during a backup', () => {
   const killed: { at: string; id?: string; committed: boolean }[] = [];
 
   async function killAt(at: string, when: (p: CliProcess, ended: () => boolean) => Promise<void>, readData = false): Promise<void> {
+    // New data for every run: a backup that committed earlier (a fast machine finishes one within
+    // the first second) must not turn the next one into a no-change backup that writes no pack or index.
+    writeFileSync(join(src, `fresh-${killed.length}.bin`), randomBytes(FRESH_MB << 20));
     const before = manifests();
     const p = sb.start(['-v', 'backup', '--path', src, '--name', 'big']);
     let done = false;
