@@ -572,7 +572,6 @@ class TreeRestore {
     const { ctx } = this;
     const content = node.content ?? [];
     const holes = node.holes ?? [];
-    const size = node.size ?? 0;
     const writer = this.getPool().fileWriter(fd, abs, node.sparse === true);
     const loads: (Promise<StoredBlob | StoredRef> | undefined)[] = new Array(content.length);
     const writes = new Set<Promise<void>>();
@@ -616,15 +615,7 @@ class TreeRestore {
         throw err;
       }
       const end = await writer.finish(false);
-      while (hi < holes.length && holes[hi]![0] === pos) pos += holes[hi++]![1];
-      if (pos !== size || hi !== holes.length) this.warn(`${rel}: content (${pos} bytes) does not match the recorded size ${size}`);
-      if (end < size) fs.ftruncateSync(fd, size);
-      if (this.isRoot) fs.fchownSync(fd, node.uid, node.gid);
-      fs.fchmodSync(fd, node.mode);
-      fs.futimesSync(fd, nsToSeconds(node.atimeNs ?? node.mtimeNs), nsToSeconds(node.mtimeNs));
-      this.result.files++;
-      this.result.bytes += size;
-      ctx.progress.advance(0, 1);
+      this.finishFile(fd, rel, node, pos, hi, end);
     } catch (err) {
       const c = code(err);
       if (c !== undefined && c.startsWith(INTEGRITY_PREFIX)) {
@@ -641,12 +632,26 @@ class TreeRestore {
     }
   }
 
+  /** After a file's content: trailing holes, the size check, truncation to the size, owner, mode, times. */
+  private finishFile(fd: number, rel: string, node: TreeNode, pos: number, hi: number, end: number): void {
+    const holes = node.holes ?? [];
+    const size = node.size ?? 0;
+    while (hi < holes.length && holes[hi]![0] === pos) pos += holes[hi++]![1];
+    if (pos !== size || hi !== holes.length) this.warn(`${rel}: content (${pos} bytes) does not match the recorded size ${size}`);
+    if (end < size) fs.ftruncateSync(fd, size);
+    if (this.isRoot) fs.fchownSync(fd, node.uid, node.gid);
+    fs.fchmodSync(fd, node.mode);
+    fs.futimesSync(fd, nsToSeconds(node.atimeNs ?? node.mtimeNs), nsToSeconds(node.mtimeNs));
+    this.result.files++;
+    this.result.bytes += size;
+    this.ctx.progress.advance(0, 1);
+  }
+
   private async writeFile(fd: number, rel: string, node: TreeNode): Promise<void> {
     const { ctx } = this;
     const content = node.content ?? [];
     const holes = node.holes ?? [];
     const sparse = node.sparse === true;
-    const size = node.size ?? 0;
     const WINDOW = 4;
     const loads: (Promise<Buffer> | undefined)[] = new Array(content.length);
     let pos = 0;
@@ -672,15 +677,7 @@ class TreeRestore {
         }
         ctx.progress.advance(data.length, 0);
       }
-      while (hi < holes.length && holes[hi]![0] === pos) pos += holes[hi++]![1];
-      if (pos !== size || hi !== holes.length) this.warn(`${rel}: content (${pos} bytes) does not match the recorded size ${size}`);
-      if (end < size) fs.ftruncateSync(fd, size);
-      if (this.isRoot) fs.fchownSync(fd, node.uid, node.gid);
-      fs.fchmodSync(fd, node.mode);
-      fs.futimesSync(fd, nsToSeconds(node.atimeNs ?? node.mtimeNs), nsToSeconds(node.mtimeNs));
-      this.result.files++;
-      this.result.bytes += size;
-      ctx.progress.advance(0, 1);
+      this.finishFile(fd, rel, node, pos, hi, end);
     } finally {
       // Loads started but not consumed hold permits: give them back once settled.
       for (let i = 0; i < loads.length; i++) {

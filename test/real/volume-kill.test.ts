@@ -15,10 +15,10 @@
 //   PERMAFROST_TEST_LAB=off npx vitest run test/real/volume-kill
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CLEAN, MiB, type VolumeLab as Lab, VolumeLab, fillTree, processesMentioning, rootSkipReason, withMounted } from '../helpers/volumes.js';
+import { CLEAN, MiB, type VolumeLab as Lab, VolumeLab, fillTree, mountsUnder, processesMentioning, rootSkipReason, withMounted } from '../helpers/volumes.js';
 
 const reason = rootSkipReason(['losetup', 'blkid', 'mkfs.ext4', 'setfattr']);
 if (reason) console.warn(`test/real/volume-kill: skipped: ${reason}`);
@@ -167,7 +167,14 @@ describe.skipIf(reason !== undefined)('volume backup killed with SIGKILL, then p
       if (/created ext4 on/.test(l)) started();
     });
     await Promise.race([seen, run.exited.then(() => Promise.reject(new Error(run.stderr())))]);
-    await sleep(800);
+    // Kill as soon as the first bulk file appears on the mounted target: the restore is then
+    // writing (~500 MiB still to go), whatever the speed of the machine. A fixed delay after mkfs
+    // stopped hitting the writing phase once restores got fast.
+    let exited = false;
+    void run.exited.then(() => (exited = true));
+    const writing = (): boolean => mountsUnder(lab.dir).some((m) => existsSync(join(m, 'srv/data')) && readdirSync(join(m, 'srv/data')).some((f) => f.startsWith('bulk-')));
+    for (let i = 0; i < 3000 && !exited && !writing(); i++) await sleep(5);
+    expect(exited, `the restore finished before it could be killed while writing:\n${run.stderr()}`).toBe(false);
     run.child.kill('SIGKILL');
     await run.exited;
     expect(await lab.volumeNames()).toEqual(['big', 'half-restored']);

@@ -1,22 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { IntegrityError, LockedError, NoRepositoryError, NotFoundError, UsageError, WrongKeyError } from '../../src/errors.js';
-import { decodeStructured, encodeStructured, newMasterKeyHex } from '../../src/repository/crypto.js';
+import { decodeStructured, encodeStructured } from '../../src/repository/crypto.js';
 import type { Manifest } from '../../src/repository/manifest.js';
 import { readPackHeader } from '../../src/repository/pack.js';
 import { Repository } from '../../src/repository/repository.js';
 import { emptyStats } from '../../src/repository/types.js';
+import { keyFile } from '../helpers/keyfile.js';
 import { MemStorage } from '../helpers/memstorage.js';
-
-function keyFile(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pf-key-'));
-  const p = join(dir, 'key');
-  writeFileSync(p, newMasterKeyHex() + '\n', { mode: 0o600 });
-  return p;
-}
 
 function manifest(id: string, root: string): Manifest {
   const now = new Date().toISOString();
