@@ -31,7 +31,7 @@ import { Chunker, DEFAULT_CHUNKER, type ChunkerOptions } from './chunker.js';
 import { compileExcludes, type PathMatcher } from './select.js';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
 import { Semaphore } from './limit.js';
-import { IoPool, type BlockResult } from './iopool.js';
+import { IoPool, type BlockResult, type ChunkedBlock, type ChunkedReader } from './iopool.js';
 import { hasTool, readXattrs, startXattrScan, type XattrScan, type Xattrs } from './xattr.js';
 
 /** Options of backupTree. */
@@ -402,8 +402,8 @@ class TreeBackup {
   }
 
   /** Hash a data chunk and save it unless the repository has it; returns its ID. `data` is never modified afterwards. */
-  private saveData(data: Buffer): BlobId {
-    const id = this.repo.hash(data);
+  private saveData(data: Buffer, known?: BlobId | null): BlobId {
+    const id = known ?? this.repo.hash(data);
     if (!this.repo.has(id)) this.save('data', data, id);
     return id;
   }
@@ -760,7 +760,7 @@ class TreeBackup {
   }
 
   /** A file below the minimum chunk size: one blob (or one hole when sparse and all zero). */
-  private smallFile(work: Work, data: Buffer): void {
+  private smallFile(work: Work, data: Buffer, id?: BlobId | null): void {
     const node = work.node;
     const n = data.length;
     if (n !== node.size) {
@@ -770,7 +770,7 @@ class TreeBackup {
     if (node.sparse && isZero(data)) {
       node.content = [];
       if (n > 0) node.holes = [[0, n]];
-    } else node.content = n === 0 ? [] : [this.saveData(data)];
+    } else node.content = n === 0 ? [] : [this.saveData(data, id)];
     this.stats.filesRead++;
     this.stats.bytesRead += n;
     this.progressBytes += n;
@@ -781,7 +781,9 @@ class TreeBackup {
 
   private getPool(): IoPool {
     // A batch ends past BATCH_BYTES with a file smaller than a chunk.
-    this.pool ??= new IoPool(this.readers, this.openFlags, BATCH_BYTES + this.chunkOpts.minSize);
+    // With the repository's hash key, the threads also hash small files and cut and hash large ones.
+    const hashing = this.repo.hashKey ? { hashKey: this.repo.hashKey(), chunker: this.chunkOpts } : undefined;
+    this.pool ??= new IoPool(this.readers, this.openFlags, BATCH_BYTES + this.chunkOpts.minSize, undefined, hashing);
     return this.pool;
   }
 
@@ -821,7 +823,7 @@ class TreeBackup {
           for (let i = 0; i < b.works.length; i++) {
             const len = res.lens[i]!;
             if (len < 0) this.fileError(b.works[i]!, res.errors[i]);
-            else this.smallFile(b.works[i]!, res.buf.subarray(res.offsets[i]!, res.offsets[i]! + len));
+            else this.smallFile(b.works[i]!, res.buf.subarray(res.offsets[i]!, res.offsets[i]! + len), res.ids?.[i]);
           }
           // saveBlob copied every blob: the next batch reuses the buffer.
           this.pool?.recycle(res.buf);
@@ -898,17 +900,23 @@ class TreeBackup {
     const wait = this.largeSem.acquire();
     if (wait) await wait;
     let fd = -1;
+    let reader: ChunkedReader | undefined;
     try {
       this.checkAbort();
       const node = work.node;
       const size = node.size!;
-      let readBlock: (off: number, len: number, first: boolean) => Promise<BlockResult> | BlockResult;
+      let readBlock: (off: number, len: number, first: boolean) => Promise<BlockResult | ChunkedBlock> | BlockResult;
       let window = 1;
       /** Hands a block back once no chunk refers to it (reader threads only). */
       let recycle = (_b: Buffer): void => {};
       if (this.readers > 0) {
         const pool = this.getPool();
-        readBlock = (off, len, first) => pool.readBlock(abs, off, len, first);
+        if (pool.hashes) {
+          // The thread cuts and hashes; this thread only looks the IDs up (and copies new chunks).
+          reader = pool.chunkedReader(abs, size, node.sparse === true);
+          const r = reader;
+          readBlock = (off, len) => r.read(off, len);
+        } else readBlock = (off, len, first) => pool.readBlock(abs, off, len, first);
         recycle = (b) => pool.recycle(b);
         window = LARGE_WINDOW;
       } else {
@@ -947,15 +955,20 @@ class TreeBackup {
         for (const x of pinned) recycle(x);
         pinned = [];
       };
-      const emit = () => {
-        const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts, partsLen);
-        if (sparse && isZero(data)) holes.push([chunkAt, partsLen]);
-        else content.push(this.saveData(data));
+      /** The chunk in parts ends; `known`: its ID as the reader thread hashed it (null: a hole). */
+      const emit = (known?: BlobId | null) => {
+        if (known === null) holes.push([chunkAt, partsLen]);
+        else if (known !== undefined && this.repo.has(known)) content.push(known);
+        else {
+          const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts, partsLen);
+          if (known === undefined && sparse && isZero(data)) holes.push([chunkAt, partsLen]);
+          else content.push(this.saveData(data, known));
+        }
         chunkAt += partsLen;
         parts = [];
         partsLen = 0;
       };
-      const reqs: (Promise<BlockResult> | BlockResult)[] = [];
+      const reqs: (Promise<BlockResult | ChunkedBlock> | BlockResult)[] = [];
       let next = 0;
       const request = () => {
         const r = readBlock(next, READ_SIZE, next === 0);
@@ -978,16 +991,27 @@ class TreeBackup {
         this.stats.bytesRead += b.length;
         this.progressBytes += b.length;
         let s = 0;
-        while (s < b.length) {
-          const cut = chunker.scan(b, s, b.length);
+        // Boundaries from the reader thread (with the chunks' IDs), or from the chunker here.
+        const cuts = 'cuts' in res ? (res as ChunkedBlock) : undefined;
+        let k = 0;
+        for (;;) {
+          let cut = -1;
+          let known: BlobId | null | undefined;
+          if (cuts === undefined) cut = s < b.length ? chunker.scan(b, s, b.length) : -1;
+          else if (k < cuts.cuts.length) {
+            cut = cuts.cuts[k]!;
+            known = cuts.ids[k++];
+          }
           if (cut < 0) {
-            parts.push(b.subarray(s));
-            partsLen += b.length - s;
+            if (s < b.length) {
+              parts.push(b.subarray(s));
+              partsLen += b.length - s;
+            }
             break;
           }
           parts.push(b.subarray(s, cut));
           partsLen += cut - s;
-          emit();
+          emit(known);
           unpin();
           s = cut;
         }
@@ -1009,6 +1033,7 @@ class TreeBackup {
       this.stats.filesRead++;
       this.progressFiles++;
     } finally {
+      reader?.close();
       if (fd >= 0) fs.closeSync(fd);
       this.largeSem.release();
     }

@@ -259,3 +259,18 @@ export function chunkBoundaries(buf: Uint8Array, opts: ChunkerOptions = {}): num
   if (pos < buf.length) out.push(buf.length);
   return out;
 }
+
+/**
+ * The chunker as JavaScript source for the reader threads (engines/file/iopool.ts), built from
+ * this module's own functions so that threads and main thread cut at exactly the same places.
+ * The thread defines `GEAR` (the gear table of the backup's seed) before it.
+ */
+export const CHUNKER_SOURCE = `
+const littleEndian = ${JSON.stringify(littleEndian)};
+const DEFAULT_CHUNKER = ${JSON.stringify(DEFAULT_CHUNKER)};
+const ZERO_BLOCK = new Uint8Array(65536);
+function gearTable() { return GEAR; }
+${topMask.toString()}
+${zeroRunEnd.toString()}
+const Chunker = ${Chunker.toString()};
+`;

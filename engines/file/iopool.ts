@@ -20,6 +20,8 @@
 import { Worker } from 'node:worker_threads';
 import { BufferPool } from '../../src/util/buffers.js';
 import { DECODER_SOURCE, INTEGRITY_PREFIX, type BlobCodec, type StoredRef } from '../../src/repository/decode.js';
+import { createRequire } from 'node:module';
+import { CHUNKER_SOURCE, gearTable, type ChunkerOptions } from './chunker.js';
 
 /** Result of one small-file batch: all contents back to back; per file the bytes read, or an error code. */
 export interface BatchResult {
@@ -29,6 +31,8 @@ export interface BatchResult {
   /** Bytes read per file, or -1 when it failed (see `errors`). */
   lens: number[];
   errors: (string | null)[];
+  /** With hashing: each file's blob ID (null when empty or failed). */
+  ids?: (string | null)[];
 }
 
 /** Result of one block read. */
@@ -36,6 +40,28 @@ export interface BlockResult {
   buf: Buffer;
   /** An error code (ENOENT, EIO, ECHANGED: not a regular file any more) or null. */
   error: string | null;
+}
+
+/** Blocks of a large file with its chunks cut and hashed on a reader thread (see IoPool.chunkedReader). */
+export interface ChunkedBlock extends BlockResult {
+  /** End offsets (in `buf`) of the chunks that end in this block; the last block ends the file's last chunk. */
+  cuts: number[];
+  /** Blob ID of each of those chunks, or null for an all-zero chunk of a sparse file (a hole). */
+  ids: (string | null)[];
+}
+
+/** Reads one large file block by block on one thread, which cuts and hashes its chunks. */
+export interface ChunkedReader {
+  read(offset: number, length: number): Promise<ChunkedBlock>;
+  /** Forget the file's chunker state on the thread (after an error or a shrink; harmless after the last block). */
+  close(): void;
+}
+
+/** What the reader threads need to cut and hash chunks as the main thread would. */
+export interface ChunkHashing {
+  /** The repository's chunk-ID key (keyed BLAKE3). */
+  hashKey: Buffer;
+  chunker: Required<ChunkerOptions>;
 }
 
 /** Threads that write large files (see fileWriter). */
@@ -50,6 +76,84 @@ const { parentPort, workerData } = require('node:worker_threads');
 ${DECODER_SOURCE}
 const fs = require('node:fs');
 const flags = workerData.flags;
+// Chunking and hashing (backup): the same chunker and keyed BLAKE3 as the main thread.
+const __name = (f) => f;
+const hashing = workerData.hashing;
+const GEAR = hashing ? new Int32Array(hashing.gear) : undefined;
+${CHUNKER_SOURCE}
+const Blake3Hasher = hashing ? require(hashing.blakePath).Blake3Hasher : undefined;
+const hashKey = hashing ? Buffer.from(hashing.key) : undefined;
+let oneHasher;
+function blobId(u8) {
+  if (oneHasher === undefined) oneHasher = Blake3Hasher.newKeyed(hashKey); else oneHasher.reset();
+  return oneHasher.update(Buffer.isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.length)).digest('hex');
+}
+function allZero(b) {
+  for (let i = 0; i < b.length; i += 65536) {
+    const s = b.subarray(i, Math.min(b.length, i + 65536));
+    if (Buffer.compare(s, ZERO_BLOCK.subarray(0, s.length)) !== 0) return false;
+  }
+  return true;
+}
+/** Chunker state of the large files being read, by token. */
+const chunked = new Map();
+function chunkedBlock(m) {
+  let st = chunked.get(m.token);
+  if (st === undefined) {
+    // A block read ahead after the file ended short: nobody waits for it.
+    if (m.offset !== 0) return { n: 0, error: 'ECHANGED' };
+    st = { chunker: new Chunker(hashing.chunker), hasher: Blake3Hasher.newKeyed(hashKey), pend: false, zero: true };
+    chunked.set(m.token, st);
+  }
+  let fd = -1;
+  let n;
+  try {
+    fd = fs.openSync(m.path, flags);
+    if (m.offset === 0 && !fs.fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ECHANGED' });
+    n = readInto(fd, new Uint8Array(m.buf), 0, m.length, m.offset);
+  } catch (e) {
+    chunked.delete(m.token);
+    return { n: 0, error: e && e.code ? e.code : String(e && e.message || e) };
+  } finally {
+    if (fd >= 0) try { fs.closeSync(fd); } catch {}
+  }
+  const b = Buffer.from(m.buf, 0, n);
+  // The block that reaches the recorded size (or ends short) ends the last chunk.
+  const last = n < m.length || m.offset + n >= m.size;
+  const cuts = [];
+  const ids = [];
+  const complete = (part, cut) => {
+    const zero = m.sparse && st.zero && allZero(part);
+    let id = null;
+    if (!zero) id = st.pend ? st.hasher.update(part).digest('hex') : blobId(part);
+    if (st.pend) st.hasher.reset();
+    st.pend = false;
+    st.zero = true;
+    cuts.push(cut);
+    ids.push(id);
+  };
+  let s = 0;
+  while (s < n) {
+    let cut = st.chunker.scan(b, s, n);
+    if (cut < 0) {
+      if (!last) {
+        const part = b.subarray(s);
+        if (m.sparse && st.zero) st.zero = allZero(part);
+        st.hasher.update(part);
+        st.pend = true;
+        break;
+      }
+      cut = n;
+    }
+    complete(b.subarray(s, cut), cut);
+    s = cut;
+  }
+  if (last) {
+    if (st.pend) complete(b.subarray(n, n), n);
+    chunked.delete(m.token);
+  }
+  return { n, error: null, cuts, ids, last };
+}
 function readInto(fd, u8, off, len, pos) {
   let n = 0;
   while (n < len) {
@@ -339,6 +443,12 @@ parentPort.on('message', (m) => {
     }
     for (const fd of packs.values()) try { fs.closeSync(fd); } catch {}
     parentPort.postMessage({ id: m.id, buf: m.buf, results }, [m.buf]);
+  } else if (m.kind === 'cblock') {
+    const r = chunkedBlock(m);
+    parentPort.postMessage({ id: m.id, buf: m.buf, ...r }, [m.buf]);
+  } else if (m.kind === 'cend') {
+    chunked.delete(m.token);
+    parentPort.postMessage({ id: m.id, buf: null });
   } else if (m.kind === 'chunk') {
     const error = largeChunk(m);
     parentPort.postMessage({ id: m.id, buf: m.buf, error }, m.buf ? [m.buf] : []);
@@ -350,6 +460,7 @@ parentPort.on('message', (m) => {
     const u8 = new Uint8Array(buf);
     const lens = new Array(m.paths.length);
     const errors = new Array(m.paths.length).fill(null);
+    const ids = hashing ? new Array(m.paths.length).fill(null) : undefined;
     let off = 0;
     for (let i = 0; i < m.paths.length; i++) {
       const size = m.sizes[i];
@@ -357,6 +468,7 @@ parentPort.on('message', (m) => {
       try {
         fd = fs.openSync(m.paths[i], flags);
         lens[i] = readInto(fd, u8, off, size, 0);
+        if (ids !== undefined && lens[i] > 0) ids[i] = blobId(u8.subarray(off, off + lens[i]));
       } catch (e) {
         lens[i] = -1;
         errors[i] = e && e.code ? e.code : String(e && e.message || e);
@@ -365,7 +477,7 @@ parentPort.on('message', (m) => {
       }
       off += size;
     }
-    parentPort.postMessage({ id: m.id, buf, lens, errors }, [buf]);
+    parentPort.postMessage({ id: m.id, buf, lens, errors, ids }, [buf]);
   } else {
     let fd = -1;
     try {
@@ -441,6 +553,9 @@ interface WorkerReply {
   errors?: (string | null)[];
   n?: number;
   error?: string | null;
+  ids?: (string | null)[];
+  cuts?: number[];
+  last?: boolean;
 }
 
 /** A pool of I/O threads. */
@@ -464,16 +579,34 @@ export class IoPool {
     bufferSize = 1 << 20,
     /** For writes of stored blobs: decoding and verification on the threads. */
     private readonly codec?: BlobCodec,
+    /** For reads of a backup: chunk IDs (small files) and chunk boundaries (large files) computed on the threads. */
+    hashing?: ChunkHashing,
   ) {
     this.buffers = new BufferPool(16, bufferSize);
+    if (hashing !== undefined) {
+      this.hashing = {
+        key: new Uint8Array(hashing.hashKey),
+        gear: gearTable(hashing.chunker.seed).slice(),
+        chunker: hashing.chunker,
+        blakePath: createRequire(import.meta.url).resolve('@napi-rs/blake-hash'),
+      };
+    }
     this.spawn();
+  }
+
+  private readonly hashing?: { key: Uint8Array; gear: Int32Array; chunker: Required<ChunkerOptions>; blakePath: string };
+  private nextToken = 1;
+
+  /** True when the threads hash (readBatch returns ids, chunkedReader is available). */
+  get hashes(): boolean {
+    return this.hashing !== undefined;
   }
 
   private spawn(): void {
     const i = this.workers.length;
     const w = new Worker(workerSource, {
       eval: true,
-      workerData: { flags: this.flags, codec: this.codec },
+      workerData: { flags: this.flags, codec: this.codec, hashing: this.hashing },
       // These threads allocate little JavaScript; a small young generation keeps each one's heap small.
       resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB },
     });
@@ -541,7 +674,35 @@ export class IoPool {
       offsets[i] = off;
       off += sizes[i]!;
     }
-    return { buf: Buffer.from(m.buf!), offsets, lens: m.lens!, errors: m.errors! };
+    return { buf: Buffer.from(m.buf!), offsets, lens: m.lens!, errors: m.errors!, ids: m.ids };
+  }
+
+  /**
+   * Read a large file of `size` bytes (as walked) block by block on one thread, which cuts it
+   * into chunks and hashes them (needs hashing). Blocks must be read in order, from offset 0.
+   */
+  chunkedReader(path: string, size: number, sparse: boolean): ChunkedReader {
+    if (this.hashing === undefined) throw new Error('IoPool: chunked reads need hashing');
+    const token = this.nextToken++;
+    const worker = this.pick();
+    let ended = false;
+    return {
+      read: async (offset, length) => {
+        const buf = this.buffers.take(length);
+        const m = await this.send({ kind: 'cblock', token, path, offset, length, size, sparse, buf }, [buf], worker);
+        if (m.error) {
+          ended = true;
+          this.buffers.give(m.buf!);
+          return { buf: Buffer.alloc(0), error: m.error, cuts: [], ids: [] };
+        }
+        if (m.last) ended = true;
+        return { buf: Buffer.from(m.buf!, 0, m.n!), error: null, cuts: m.cuts!, ids: m.ids! };
+      },
+      close: () => {
+        if (!ended && this.failure === undefined) this.send({ kind: 'cend', token }, undefined, worker).catch(() => undefined);
+        ended = true;
+      },
+    };
   }
 
   /** Read up to `length` bytes at `offset` (fewer at the end of the file). `check`: verify it is still a regular file. */

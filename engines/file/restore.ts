@@ -93,7 +93,8 @@ function isSmall(node: TreeNode): boolean {
 }
 
 function code(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code;
+  const c = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof c === 'string' ? c : undefined;
 }
 
 function isFatal(err: unknown): boolean {

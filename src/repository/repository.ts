@@ -298,6 +298,10 @@ export class Repository implements BlobStore {
     return keyedHash(this.keys.hashKey, data);
   }
 
+  hashKey(): Buffer {
+    return this.keys.hashKey;
+  }
+
   has(id: BlobId): boolean {
     return this.index.has(id) || this.#pending.has(id);
   }

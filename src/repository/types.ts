@@ -19,6 +19,8 @@ export interface SaveResult {
 export interface BlobStore {
   /** The ID a blob with this plaintext has (keyed hash; the key lives in the repository config). */
   hash(data: Uint8Array): BlobId;
+  /** The key of `hash` (keyed BLAKE3), for threads that hash as `hash` does. Optional. */
+  hashKey?(): Buffer;
   /** True when the blob is in the index or pending in this session. */
   has(id: BlobId): boolean;
   /**
