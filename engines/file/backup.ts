@@ -781,9 +781,11 @@ class TreeBackup {
 
   private getPool(): IoPool {
     // A batch ends past BATCH_BYTES with a file smaller than a chunk.
-    // With the repository's hash key, the threads also hash small files and cut and hash large ones.
-    const hashing = this.repo.hashKey ? { hashKey: this.repo.hashKey(), chunker: this.chunkOpts } : undefined;
-    this.pool ??= new IoPool(this.readers, this.openFlags, BATCH_BYTES + this.chunkOpts.minSize, undefined, hashing);
+    if (this.pool === undefined) {
+      // With the repository's hash key, the threads also hash small files and cut and hash large ones.
+      const hashing = this.repo.hashKey ? { hashKey: this.repo.hashKey(), chunker: this.chunkOpts } : undefined;
+      this.pool = new IoPool(this.readers, this.openFlags, BATCH_BYTES + this.chunkOpts.minSize, undefined, hashing);
+    }
     return this.pool;
   }
 

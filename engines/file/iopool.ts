@@ -89,11 +89,17 @@ function blobId(u8) {
   return oneHasher.update(Buffer.isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.length)).digest('hex');
 }
 function allZero(b) {
-  for (let i = 0; i < b.length; i += 65536) {
-    const s = b.subarray(i, Math.min(b.length, i + 65536));
-    if (Buffer.compare(s, ZERO_BLOCK.subarray(0, s.length)) !== 0) return false;
+  return zeroRunEnd(b, 0, b.length) === b.length;
+}
+/** Read m.length bytes at m.offset of m.path into m.buf (check: it must still be a regular file); returns the count. */
+function readBlock(m, check) {
+  const fd = fs.openSync(m.path, flags);
+  try {
+    if (check && !fs.fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ECHANGED' });
+    return readInto(fd, new Uint8Array(m.buf), 0, m.length, m.offset);
+  } finally {
+    try { fs.closeSync(fd); } catch {}
   }
-  return true;
 }
 /** Chunker state of the large files being read, by token. */
 const chunked = new Map();
@@ -105,17 +111,12 @@ function chunkedBlock(m) {
     st = { chunker: new Chunker(hashing.chunker), hasher: Blake3Hasher.newKeyed(hashKey), pend: false, zero: true };
     chunked.set(m.token, st);
   }
-  let fd = -1;
   let n;
   try {
-    fd = fs.openSync(m.path, flags);
-    if (m.offset === 0 && !fs.fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ECHANGED' });
-    n = readInto(fd, new Uint8Array(m.buf), 0, m.length, m.offset);
+    n = readBlock(m, m.offset === 0);
   } catch (e) {
     chunked.delete(m.token);
     return { n: 0, error: e && e.code ? e.code : String(e && e.message || e) };
-  } finally {
-    if (fd >= 0) try { fs.closeSync(fd); } catch {}
   }
   const b = Buffer.from(m.buf, 0, n);
   // The block that reaches the recorded size (or ends short) ends the last chunk.
@@ -479,16 +480,10 @@ parentPort.on('message', (m) => {
     }
     parentPort.postMessage({ id: m.id, buf, lens, errors, ids }, [buf]);
   } else {
-    let fd = -1;
     try {
-      fd = fs.openSync(m.path, flags);
-      if (m.check && !fs.fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ECHANGED' });
-      const n = readInto(fd, new Uint8Array(m.buf), 0, m.length, m.offset);
-      parentPort.postMessage({ id: m.id, buf: m.buf, n, error: null }, [m.buf]);
+      parentPort.postMessage({ id: m.id, buf: m.buf, n: readBlock(m, m.check), error: null }, [m.buf]);
     } catch (e) {
       parentPort.postMessage({ id: m.id, buf: m.buf, n: 0, error: e && e.code ? e.code : String(e && e.message || e) }, [m.buf]);
-    } finally {
-      if (fd >= 0) try { fs.closeSync(fd); } catch {}
     }
   }
 });
