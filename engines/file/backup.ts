@@ -22,13 +22,13 @@
 import * as fs from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { constants as C } from 'node:fs';
-import type { BigIntStats } from 'node:fs';
 import { InterruptedError, UsageError, fromSystemError } from '../../src/errors.js';
 import type { BlobId, BackupStats, BlobType } from '../../src/repository/types.js';
 import { emptyStats } from '../../src/repository/types.js';
 import type { EngineBackupResult, EngineContext } from '../engine.js';
 import { Chunker, DEFAULT_CHUNKER, type ChunkerOptions } from './chunker.js';
 import { compileExcludes, type PathMatcher } from './select.js';
+import { type DirEntry, type EntryStat, entryStat, listDir, listDirSync, nativeScanner } from './scan.js';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
 import { Semaphore } from './limit.js';
 import { IoPool, type BlockResult, type ChunkedBlock, type ChunkedReader } from './iopool.js';
@@ -69,6 +69,8 @@ const LARGE_WINDOW = 2;
 const WARM_THRESHOLD_MS = 0.05;
 /** Subtrees walked at a time by the warming threads (at most the reader count). */
 const WARM_THREADS = 4;
+/** Subdirectories whose parent trees (and native listings) are fetched ahead of the walk, per directory. */
+const PREFETCH_DIRS = 16;
 /** Large files read at the same time. */
 const LARGE_FILES = 2;
 /** A batch of small files for one reader request: at most this many files or bytes. */
@@ -223,7 +225,7 @@ class TreeBackup {
   private readonly maxBatches: number;
   private readonly maxInflight: number;
   private readonly openFlags: number;
-  private rootDev = 0n;
+  private rootDev = 0;
   /** Full backups: one recursive getfattr over the tree. */
   private xattrScan?: XattrScan;
   private xattrMap?: Map<string, Xattrs>;
@@ -272,13 +274,13 @@ class TreeBackup {
 
   async run(): Promise<EngineBackupResult> {
     this.checkAbort();
-    let rootSt: BigIntStats;
+    let rootSt: EntryStat;
     try {
-      rootSt = fs.lstatSync(this.rootDir, { bigint: true });
+      rootSt = entryStat(fs.lstatSync(this.rootDir, { bigint: true }));
     } catch (err) {
       throw fromSystemError(err, `cannot back up ${this.rootDir}`);
     }
-    if (!rootSt.isDirectory()) throw new UsageError(`cannot back up ${this.rootDir}: not a directory`);
+    if (typeOf(rootSt.mode) !== 'dir') throw new UsageError(`cannot back up ${this.rootDir}: not a directory`);
     this.rootDev = rootSt.dev;
     if (this.opts.xattrs !== false) {
       if (this.opts.parentRoot) this.xTargeted = true;
@@ -291,7 +293,8 @@ class TreeBackup {
       const rootNode = this.makeNode('', rootSt, 'dir');
       this.stats.dirs++;
       const rootWork: Work = { node: rootNode, rel: '' };
-      if (parent !== undefined && this.readers > 0) this.warmMetadata();
+      // The native scanner lists directories ahead of the walk itself (see walkDir).
+      if (parent !== undefined && this.readers > 0 && !nativeScanner) this.warmMetadata();
       if (this.xTargeted) this.inheritXattrs(rootWork, parent?.root ? ({ ...parent.root, name: '' } as TreeNode) : undefined);
       const res = await this.walkDir(this.rootDir, '', parent?.nodes, rootWork);
       this.walkDone = true;
@@ -516,38 +519,52 @@ class TreeBackup {
 
   // ---- walk ------------------------------------------------------------------
 
-  private makeNode(name: string, st: BigIntStats, type: NodeType): TreeNode {
+  private makeNode(name: string, st: EntryStat, type: NodeType): TreeNode {
     const node = createNode(name, type);
-    node.mode = Number(st.mode) & 0o7777;
-    node.uid = Number(st.uid);
-    node.gid = Number(st.gid);
-    node.mtimeNs = st.mtimeNs.toString();
-    node.ctimeNs = st.ctimeNs.toString();
-    node.inode = st.ino.toString();
-    if (type !== 'dir' && type !== 'symlink') node.atimeNs = st.atimeNs.toString();
-    if (st.dev !== this.rootDev) node.dev = Number(st.dev);
+    node.mode = st.mode & 0o7777;
+    node.uid = st.uid;
+    node.gid = st.gid;
+    node.mtimeNs = st.mtimeNs;
+    node.ctimeNs = st.ctimeNs;
+    node.inode = st.ino;
+    if (type !== 'dir' && type !== 'symlink') node.atimeNs = st.atimeNs;
+    if (st.dev !== this.rootDev) node.dev = st.dev;
     if (type !== 'dir') {
-      if (st.nlink > 1n) node.nlink = Number(st.nlink);
+      if (st.nlink > 1) node.nlink = st.nlink;
       if (type === 'file') {
-        node.size = Number(st.size);
-        if (st.blocks * 512n < st.size) node.sparse = true;
-      } else if (type === 'chardev' || type === 'blockdev') node.rdev = Number(st.rdev);
+        node.size = st.size;
+        if (st.blocks * 512 < st.size) node.sparse = true;
+      } else if (type === 'chardev' || type === 'blockdev') node.rdev = st.rdev;
     }
     return node;
   }
 
-  private async walkDir(abs: string, rel: string, parent: TreeNode[] | undefined, self: Work): Promise<DirResult> {
+  /**
+   * A directory's listing. The native scanner's listings are started ahead
+   * (walkDir asks for a few subdirectories before it walks the first), so
+   * they arrive while the walk works on other directories.
+   */
+  private listing(abs: string): Promise<DirEntry[]> | DirEntry[] {
+    if (nativeScanner) {
+      const p = listDir(abs);
+      p.catch(noop);
+      return p;
+    }
+    return listDirSync(abs);
+  }
+
+  private async walkDir(abs: string, rel: string, parent: TreeNode[] | undefined, self: Work, listed?: Promise<DirEntry[]>): Promise<DirResult> {
     this.checkAbort();
     await this.maybeYield();
-    let names: string[];
+    let entries: DirEntry[];
     try {
-      names = fs.readdirSync(abs);
+      entries = await (listed ?? this.listing(abs));
     } catch (err) {
       this.stats.errors++;
       this.log.warn(`cannot read directory ${rel || '/'}: ${errText(err)}`);
-      names = EMPTY;
+      entries = EMPTY;
     }
-    names.sort();
+    this.checkAbort();
     const works: Work[] = [];
     const waits: Promise<void>[] = [];
     const subdirs: Work[] = [];
@@ -556,28 +573,20 @@ class TreeBackup {
     const excludes = this.excludes;
     const pnodes = parent ?? EMPTY;
     let pj = 0;
-    for (let i = 0; i < names.length; i++) {
-      const name = names[i]!;
+    for (let i = 0; i < entries.length; i++) {
+      const { name, st, code } = entries[i]!;
       // The parent's node of the same name: both lists are in name order.
       while (pj < pnodes.length && compareNames(pnodes[pj]!.name, name) < 0) pj++;
       const pn = pj < pnodes.length && pnodes[pj]!.name === name ? pnodes[pj] : undefined;
       const r = prefix + name;
       if (excludes !== undefined && excludes(r)) continue;
       const p = absPrefix + name;
-      let st: BigIntStats | undefined;
-      try {
-        st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
-      } catch (err) {
-        this.stats.errors++;
-        this.log.warn(`cannot stat ${r}: ${errText(err)}`);
-        continue;
-      }
       if (st === undefined) {
         this.stats.errors++;
-        this.log.warn(`${r} vanished during the backup`);
+        this.log.warn(code === 'ENOENT' ? `${r} vanished during the backup` : `cannot stat ${r}: ${code}`);
         continue;
       }
-      const type = typeOf(Number(st.mode));
+      const type = typeOf(st.mode);
       if (type === undefined) {
         this.stats.errors++;
         this.log.warn(`${r}: unknown file type, skipped`);
@@ -618,25 +627,31 @@ class TreeBackup {
     const children: Promise<BlobId>[] = [];
     if (subdirs.length > 0) {
       // Prefetch the parent's subtrees a few directories ahead.
+      // and (native scanner) their listings.
       const parents: (Promise<{ nodes: TreeNode[] } | undefined> | undefined)[] = new Array(subdirs.length);
+      const listings: (Promise<DirEntry[]> | undefined)[] = new Array(subdirs.length);
       let started = 0;
       const startUpTo = (n: number) => {
         for (; started < n && started < subdirs.length; started++) {
           const w = subdirs[started]!;
+          if (this.opts.oneFileSystem && w.node.dev !== undefined) continue;
           const pn = w.parent;
-          if (pn && pn.type === 'dir' && pn.subtree && !(this.opts.oneFileSystem && w.node.dev !== undefined)) parents[started] = this.loadParent(pn.subtree, w.rel);
+          if (pn && pn.type === 'dir' && pn.subtree) parents[started] = this.loadParent(pn.subtree, w.rel);
+          if (nativeScanner) listings[started] = this.listing(absPrefix + w.node.name) as Promise<DirEntry[]>;
         }
       };
       for (let i = 0; i < subdirs.length; i++) {
         const w = subdirs[i]!;
-        startUpTo(i + 16);
+        startUpTo(i + PREFETCH_DIRS);
         if (this.opts.oneFileSystem && w.node.dev !== undefined) {
           children.push(this.emptyTree());
           continue;
         }
         const pt = parents[i] ? await parents[i] : undefined;
         parents[i] = undefined;
-        const res = await this.walkDir(absPrefix + w.node.name, w.rel, pt?.nodes, w);
+        const listed = listings[i];
+        listings[i] = undefined;
+        const res = await this.walkDir(absPrefix + w.node.name, w.rel, pt?.nodes, w, listed);
         children.push(res.tree);
       }
     }
@@ -701,7 +716,7 @@ class TreeBackup {
    * when the node is complete, else a promise the directory's tree waits for
    * (in synchronous mode, the walk awaits it right away).
    */
-  private fileEntry(work: Work, abs: string, pn: TreeNode | undefined, st: BigIntStats): Promise<void> | undefined {
+  private fileEntry(work: Work, abs: string, pn: TreeNode | undefined, st: EntryStat): Promise<void> | undefined {
     const node = work.node;
     const size = node.size!;
     this.stats.files++;
