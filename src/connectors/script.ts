@@ -15,7 +15,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
+import { loadExeca } from '../util/exec.js';
 import { DeviceError, InterruptedError } from '../errors.js';
 import { log, redact, registerSecret } from '../util/log.js';
 import type { ConnectionInfo } from '../volume/provider.js';
@@ -169,6 +169,7 @@ export async function runScript(
     const v = process.env[k];
     if (v !== undefined) base[k] = v;
   }
+  const { execa } = await loadExeca();
   const child = execa(file, [], {
     env: { ...base, ...env },
     extendEnv: false,

@@ -2,7 +2,7 @@
  * Filesystem and partition detection on a block device, with blkid (probing the
  * device itself, not the udev cache, which may not exist) and lsblk.
  */
-import { execa } from 'execa';
+import { loadExeca } from './exec.js';
 import { DeviceError } from '../errors.js';
 
 /** What blkid found on a device (a filesystem, or a partition table). */
@@ -53,6 +53,7 @@ export function parseBlkidExport(text: string): Record<string, string> {
  * recognised (blkid exit 2). Throws DeviceError when the device cannot be read.
  */
 export async function detectFilesystem(device: string): Promise<FsInfo | null> {
+  const { execa } = await loadExeca();
   const r = await execa('blkid', ['-p', '-o', 'export', device], { reject: false, env });
   if (r.exitCode === 2) return null;
   if (r.exitCode !== 0) {
@@ -94,6 +95,7 @@ function partNumber(name: string): number | undefined {
  * (lsblk's FSTYPE comes from udev, which may not run here).
  */
 export async function listPartitions(device: string): Promise<PartitionInfo[]> {
+  const { execa } = await loadExeca();
   const r = await execa('lsblk', ['-J', '-b', '-o', 'NAME,PATH,TYPE,FSTYPE,SIZE,UUID,LABEL', device], { reject: false, env });
   if (r.exitCode !== 0) throw new DeviceError(`lsblk ${device} failed: ${String(r.stderr).trim()}`);
   const parsed = JSON.parse(String(r.stdout)) as { blockdevices?: LsblkNode[] };
@@ -134,6 +136,7 @@ export function isMountable(fsType: string | undefined): boolean {
 
 /** Size in bytes of a block device (`blockdev --getsize64`). */
 export async function blockDeviceSize(device: string): Promise<number> {
+  const { execa } = await loadExeca();
   const r = await execa('blockdev', ['--getsize64', device], { reject: false, env });
   if (r.exitCode !== 0) throw new DeviceError(`blockdev --getsize64 ${device} failed: ${String(r.stderr).trim()}`);
   return Number(String(r.stdout).trim());

@@ -6,7 +6,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execa } from 'execa';
+import { loadExeca } from './exec.js';
 import { DeviceError, UsageError } from '../errors.js';
 import { log } from './log.js';
 import { detectFilesystem } from './fs-detect.js';
@@ -105,6 +105,7 @@ export function readOnlyMountOptions(fsType: string): string[] {
 }
 
 async function runMount(args: string[]): Promise<{ ok: boolean; stderr: string }> {
+  const { execa } = await loadExeca();
   const r = await execa('mount', args, { reject: false, env });
   return { ok: r.exitCode === 0, stderr: String(r.stderr || r.stdout).trim() };
 }
@@ -154,6 +155,7 @@ export async function umount(mountPoint: string, opts: { retries?: number; delay
   let last = '';
   for (let attempt = 0; attempt <= retries; attempt++) {
     if (!(await isMountPoint(mountPoint))) return;
+    const { execa } = await loadExeca();
     const r = await execa('umount', [mountPoint], { reject: false, env });
     if (r.exitCode === 0) return;
     last = String(r.stderr).trim();
@@ -161,6 +163,7 @@ export async function umount(mountPoint: string, opts: { retries?: number; delay
     if (attempt < retries) await sleep(delayMs * (attempt + 1));
   }
   if (lazy) {
+    const { execa } = await loadExeca();
     const r = await execa('umount', ['-l', mountPoint], { reject: false, env });
     if (r.exitCode === 0) {
       log.warn(`${mountPoint} was busy (${last}); unmounted lazily`);
@@ -226,6 +229,7 @@ export function mkfsCommand(device: string, o: MkfsOptions): [string, string[]] 
 /** Create a filesystem of the given type, with label and UUID when given. */
 export async function mkfs(device: string, o: MkfsOptions): Promise<void> {
   const [cmd, args] = mkfsCommand(device, o);
+  const { execa } = await loadExeca();
   const r = await execa(cmd, args, { reject: false, env });
   if (r.exitCode !== 0) {
     const why = (r as { code?: string }).code === 'ENOENT' ? `${cmd} is not installed` : String(r.stderr || r.stdout).trim();

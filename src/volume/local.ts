@@ -22,7 +22,7 @@ import { open, readdir, rename, rm, stat, truncate } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { execa } from 'execa';
+import { loadExeca } from '../util/exec.js';
 import { CloudError, NotFoundError, UsageError, pause } from '../errors.js';
 import { log } from '../util/log.js';
 import type {
@@ -139,6 +139,7 @@ const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
  */
 export async function copyImage(src: string, dst: string): Promise<void> {
   const args = ['--reflink=auto', '--sparse=always', '--', src, dst];
+  const { execa } = await loadExeca();
   const r = SETPRIV
     ? await execa(SETPRIV, ['--pdeathsig', 'KILL', '--', 'cp', ...args], { reject: false })
     : await execa('cp', args, { reject: false });

@@ -7,7 +7,6 @@
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { registerSecret } from '../util/log.js';
 
@@ -150,6 +149,8 @@ async function readYamlFile(path: string): Promise<Record<string, unknown> | und
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw new ConfigError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
   }
+  // yaml (70 modules) is loaded only when a clouds.yaml is read.
+  const { parse: parseYaml } = await import('yaml');
   try {
     const doc = parseYaml(text) as unknown;
     if (doc === null || doc === undefined) return {};
