@@ -74,6 +74,7 @@ export class Context {
       keyFile: this.config.get('repository', 'key_file'),
       compressionLevel: this.config.int('repository', 'compression_level'),
       threads: this.config.int('agent', 'threads'),
+      cacheDir: join(this.config.stateDir, 'cache'),
     });
     this.#repo = repo;
     if (lock) await repo.lock(lock.exclusive, lock.purpose);

@@ -34,6 +34,7 @@ import {
   verifyKeyCheck,
 } from './crypto.js';
 import { type IndexFile, MasterIndex } from './index.js';
+import { indexCachePath, loadIndexCache, saveIndexCache } from './index-cache.js';
 import { RepoLock } from './lock.js';
 import { type Manifest, isBackupId, manifestKey, validateManifest } from './manifest.js';
 import { PackBuilder, type PackEntry, packKey } from './pack.js';
@@ -102,6 +103,8 @@ export interface OpenOptions {
   compressionLevel?: number;
   /** Worker threads for compression (default: one per core). */
   threads?: number;
+  /** A local directory for caches (the merged index, index-cache.ts); none when undefined. */
+  cacheDir?: string;
 }
 
 async function readKeyFile(path: string): Promise<Buffer> {
@@ -257,11 +260,27 @@ export class Repository implements BlobStore {
 
   // ---- index -----------------------------------------------------------
 
-  /** Load every index file (once). With onError, unreadable index files are reported and skipped. */
+  /**
+   * Load every index file (once). With onError, unreadable index files are
+   * reported and skipped (check, repair): then every file is read, never the
+   * local cache. Otherwise the index files the local cache covers come from
+   * it, the others from the repository, and the cache is rewritten when it
+   * missed any.
+   */
   async loadIndex(onError?: (id: string, err: unknown) => void): Promise<void> {
     if (this.#indexLoaded) return;
-    const ids: string[] = [];
+    let ids: string[] = [];
     for await (const o of this.storage.list('index/')) ids.push(o.key.slice('index/'.length));
+    const cachePath = this.opts.cacheDir && !onError ? indexCachePath(this.opts.cacheDir, this.config.id) : undefined;
+    let fromCache = 0;
+    if (cachePath !== undefined && ids.length > 0) {
+      const covered = loadIndexCache(cachePath, this.keys.hashKey, this.index, new Set(ids));
+      if (covered !== undefined) {
+        fromCache = covered.length;
+        const done = new Set(covered);
+        ids = ids.filter((id) => !done.has(id));
+      }
+    }
     const limit = pLimit(8);
     await Promise.all(
       ids.map((id) =>
@@ -281,6 +300,14 @@ export class Repository implements BlobStore {
       ),
     );
     this.#indexLoaded = true;
+    if (cachePath !== undefined && ids.length > 0 && this.index.files.size > 0) {
+      try {
+        saveIndexCache(cachePath, this.keys.hashKey, this.index);
+      } catch (err) {
+        log.debug(`index cache not written (${(err as Error).message})`);
+      }
+    }
+    log.debug(`index: ${this.index.size} blobs, ${fromCache} index files from the local cache, ${ids.length} read`);
   }
 
   /** Write an index file naming the given packs. Returns its ID. */
