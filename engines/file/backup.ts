@@ -28,7 +28,7 @@ import { emptyStats } from '../../src/repository/types.js';
 import type { EngineBackupResult, EngineContext } from '../engine.js';
 import { Chunker, DEFAULT_CHUNKER, type ChunkerOptions } from './chunker.js';
 import { compileExcludes, type PathMatcher } from './select.js';
-import { type DirEntry, type EntryStat, entryStat, listDir, listDirSync, nativeScanner } from './scan.js';
+import { type DirEntry, type EntryStat, entryStat, listDir, nativeScanner } from './scan.js';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
 import { Semaphore } from './limit.js';
 import { IoPool, type BlockResult, type ChunkedBlock, type ChunkedReader } from './iopool.js';
@@ -544,13 +544,10 @@ class TreeBackup {
    * (walkDir asks for a few subdirectories before it walks the first), so
    * they arrive while the walk works on other directories.
    */
-  private listing(abs: string): Promise<DirEntry[]> | DirEntry[] {
-    if (nativeScanner) {
-      const p = listDir(abs);
-      p.catch(noop);
-      return p;
-    }
-    return listDirSync(abs);
+  private listing(abs: string): Promise<DirEntry[]> {
+    const p = listDir(abs);
+    p.catch(noop);
+    return p;
   }
 
   private async walkDir(abs: string, rel: string, parent: TreeNode[] | undefined, self: Work, listed?: Promise<DirEntry[]>): Promise<DirResult> {
@@ -626,8 +623,7 @@ class TreeBackup {
     // Subdirectories: prefetch the parent's subtrees, then walk in order.
     const children: Promise<BlobId>[] = [];
     if (subdirs.length > 0) {
-      // Prefetch the parent's subtrees a few directories ahead.
-      // and (native scanner) their listings.
+      // Prefetch the parent's subtrees and (native scanner) the listings a few directories ahead.
       const parents: (Promise<{ nodes: TreeNode[] } | undefined> | undefined)[] = new Array(subdirs.length);
       const listings: (Promise<DirEntry[]> | undefined)[] = new Array(subdirs.length);
       let started = 0;
@@ -637,7 +633,7 @@ class TreeBackup {
           if (this.opts.oneFileSystem && w.node.dev !== undefined) continue;
           const pn = w.parent;
           if (pn && pn.type === 'dir' && pn.subtree) parents[started] = this.loadParent(pn.subtree, w.rel);
-          if (nativeScanner) listings[started] = this.listing(absPrefix + w.node.name) as Promise<DirEntry[]>;
+          if (nativeScanner) listings[started] = this.listing(absPrefix + w.node.name);
         }
       };
       for (let i = 0; i < subdirs.length; i++) {

@@ -282,11 +282,6 @@ export function decodeTree(data: Uint8Array | string): Tree {
   return tree;
 }
 
-/** Format a bigint nanosecond time as stored in a node. */
-export function nsString(ns: bigint): string {
-  return ns.toString();
-}
-
 /** Nanoseconds string → seconds (as a float, precise to about a microsecond) for utimes. */
 export function nsToSeconds(ns: string): number {
   const v = BigInt(ns);
