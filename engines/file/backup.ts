@@ -22,13 +22,15 @@
 import * as fs from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { constants as C } from 'node:fs';
-import { InterruptedError, UsageError, fromSystemError } from '../../src/errors.js';
+import { IntegrityError, InterruptedError, UsageError, fromSystemError } from '../../src/errors.js';
 import type { BlobId, BackupStats, BlobType } from '../../src/repository/types.js';
 import { emptyStats } from '../../src/repository/types.js';
 import type { EngineBackupResult, EngineContext } from '../engine.js';
 import { Chunker, DEFAULT_CHUNKER, type ChunkerOptions } from './chunker.js';
 import { compileExcludes, type PathMatcher } from './select.js';
-import { type DirEntry, type EntryStat, entryStat, listDir, nativeScanner } from './scan.js';
+import { type DirEntry, type EntryStat, type Listing, entryStat, listingFingerprint, nativeScanner, scanDir } from './scan.js';
+import { type CachedDir, loadDirCache, saveDirCache } from './dircache.js';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
 import { Semaphore } from './limit.js';
 import { IoPool, type BlockResult, type ChunkedBlock, type ChunkedReader } from './iopool.js';
@@ -53,6 +55,12 @@ export interface BackupTreeOptions {
   readers?: number;
   /** Cap on plaintext bytes handed to saveBlob and not yet settled (default 4 MiB per core, at least one maximal chunk). */
   maxInflightBytes?: number;
+  /**
+   * The directory cache file of this backup's name (dircache.ts): read when it
+   * describes the parent, rewritten for this backup. Needs the native scanner
+   * and a repository hash key; none when undefined.
+   */
+  dirCache?: string;
 }
 
 /**
@@ -251,6 +259,11 @@ class TreeBackup {
   private lastYield = 0;
   private emptyTreeId?: Promise<BlobId>;
   private walkDone = false;
+  /** The parent's directories (dircache.ts), when its cache is usable. */
+  private dirCache?: Map<string, CachedDir>;
+  /** This backup's directories, for the next one's cache. */
+  private newDirCache?: Map<string, CachedDir>;
+  private fpHasher?: Blake3Hasher;
 
   constructor(
     private readonly rootDir: string,
@@ -290,6 +303,14 @@ class TreeBackup {
     this.signal.addEventListener('abort', onAbort, { once: true });
     try {
       const parent = this.opts.parentRoot ? await this.loadParent(this.opts.parentRoot, '') : undefined;
+      const hashKey = this.repo.hashKey?.();
+      const cacheOptions = this.dirCacheOptions();
+      if (this.opts.dirCache !== undefined && nativeScanner && hashKey !== undefined) {
+        this.fpHasher = Blake3Hasher.newKeyed(hashKey);
+        this.newDirCache = new Map();
+        if (this.opts.parentRoot !== undefined && parent !== undefined) this.dirCache = loadDirCache(this.opts.dirCache, hashKey, cacheOptions, this.opts.parentRoot);
+        if (this.dirCache) this.log.debug(`directory cache: ${this.dirCache.size} directories of the parent`);
+      }
       const rootNode = this.makeNode('', rootSt, 'dir');
       this.stats.dirs++;
       const rootWork: Work = { node: rootNode, rel: '' };
@@ -303,6 +324,13 @@ class TreeBackup {
       const root = await res.tree;
       while (this.saves.size > 0) await Promise.all([...this.saves]);
       if (this.failure) throw this.failure;
+      if (this.newDirCache !== undefined && hashKey !== undefined) {
+        try {
+          saveDirCache(this.opts.dirCache!, hashKey, cacheOptions, root, this.newDirCache);
+        } catch (err) {
+          this.log.debug(`directory cache not written (${errText(err)})`);
+        }
+      }
       this.flushProgress();
       return {
         root,
@@ -544,24 +572,51 @@ class TreeBackup {
    * (walkDir asks for a few subdirectories before it walks the first), so
    * they arrive while the walk works on other directories.
    */
-  private listing(abs: string): Promise<DirEntry[]> {
-    const p = listDir(abs);
+  private listing(abs: string): Promise<Listing> {
+    const p = scanDir(abs);
     p.catch(noop);
     return p;
   }
 
-  private async walkDir(abs: string, rel: string, parent: TreeNode[] | undefined, self: Work, listed?: Promise<DirEntry[]>): Promise<DirResult> {
+  /** What the trees of a directory cache depend on besides the listings. */
+  private dirCacheOptions(): string {
+    return JSON.stringify({
+      excludes: this.opts.excludes ?? [],
+      oneFileSystem: this.opts.oneFileSystem === true,
+      xattrs: this.opts.xattrs === false ? 'off' : hasTool('getfattr') ? 'getfattr' : 'unavailable',
+      chunker: this.chunkOpts,
+    });
+  }
+
+  private async walkDir(abs: string, rel: string, parent: TreeNode[] | undefined, self: Work, listed?: Promise<Listing>): Promise<DirResult> {
     this.checkAbort();
     await this.maybeYield();
     let entries: DirEntry[];
+    let fp: string | undefined;
+    /** Set when the tree cannot be reused on its fingerprint alone next time. */
+    let dirty = false;
     try {
-      entries = await (listed ?? this.listing(abs));
+      const l = await (listed ?? this.listing(abs));
+      entries = l.entries;
+      if (this.fpHasher !== undefined && l.raw !== undefined && rel !== '') fp = listingFingerprint(this.fpHasher, l.raw, this.rootDev);
     } catch (err) {
       this.stats.errors++;
       this.log.warn(`cannot read directory ${rel || '/'}: ${errText(err)}`);
       entries = EMPTY;
+      dirty = true;
     }
     this.checkAbort();
+    if (this.dirCache !== undefined && rel !== '') {
+      const c = this.dirCache.get(rel);
+      if (c !== undefined && c.clean && fp !== undefined && c.fp === fp && this.repo.has(c.tree)) return this.cachedDir(abs, rel, entries, c, fp);
+      // Otherwise the parent's tree of this directory, for the parent skip of its files.
+      const old = c?.tree ?? self.parent?.subtree;
+      if (parent === undefined && old !== undefined) {
+        const pt = await this.loadParent(old, rel);
+        parent = pt?.nodes;
+        if (pt !== undefined && self.parent === undefined) self.parent = { ...createNode(self.node.name, 'dir'), subtree: old };
+      }
+    }
     const works: Work[] = [];
     const waits: Promise<void>[] = [];
     const subdirs: Work[] = [];
@@ -581,15 +636,18 @@ class TreeBackup {
       if (st === undefined) {
         this.stats.errors++;
         this.log.warn(code === 'ENOENT' ? `${r} vanished during the backup` : `cannot stat ${r}: ${code}`);
+        dirty = true;
         continue;
       }
       const type = typeOf(st.mode);
       if (type === undefined) {
         this.stats.errors++;
         this.log.warn(`${r}: unknown file type, skipped`);
+        dirty = true;
         continue;
       }
       const node = this.makeNode(name, st, type);
+      if (node.nlink !== undefined) dirty = true;
       const work: Work = { node, rel: r };
       works.push(work);
       if (this.xTargeted) this.inheritXattrs(work, pn);
@@ -620,38 +678,101 @@ class TreeBackup {
     }
     // Keep the reader threads fed when the walk is slower than they are (cold metadata).
     if (this.batch !== undefined && this.batchesInFlight < this.readers) this.flushBatch();
-    // Subdirectories: prefetch the parent's subtrees, then walk in order.
+    const children = await this.walkSubdirs(absPrefix, subdirs);
+    const tree = this.finishDir(self, works, waits, subdirs, children, rel === '', parent).then((id) => {
+      if (fp !== undefined) this.newDirCache?.set(rel, { fp, tree: id, clean: !dirty && !works.some((w) => w.drop) });
+      return id;
+    });
+    tree.catch(noop);
+    return { tree };
+  }
+
+  /**
+   * Walk subdirectories in order. Their listings (native scanner) and, without
+   * a directory cache, their parent trees are fetched a few directories ahead.
+   */
+  private async walkSubdirs(absPrefix: string, subdirs: Work[]): Promise<Promise<BlobId>[]> {
     const children: Promise<BlobId>[] = [];
-    if (subdirs.length > 0) {
-      // Prefetch the parent's subtrees and (native scanner) the listings a few directories ahead.
-      const parents: (Promise<{ nodes: TreeNode[] } | undefined> | undefined)[] = new Array(subdirs.length);
-      const listings: (Promise<DirEntry[]> | undefined)[] = new Array(subdirs.length);
-      let started = 0;
-      const startUpTo = (n: number) => {
-        for (; started < n && started < subdirs.length; started++) {
-          const w = subdirs[started]!;
-          if (this.opts.oneFileSystem && w.node.dev !== undefined) continue;
-          const pn = w.parent;
-          if (pn && pn.type === 'dir' && pn.subtree) parents[started] = this.loadParent(pn.subtree, w.rel);
-          if (nativeScanner) listings[started] = this.listing(absPrefix + w.node.name);
+    if (subdirs.length === 0) return children;
+    const prefetchParents = this.dirCache === undefined;
+    const parents: (Promise<{ nodes: TreeNode[] } | undefined> | undefined)[] = new Array(subdirs.length);
+    const listings: (Promise<Listing> | undefined)[] = new Array(subdirs.length);
+    let started = 0;
+    const startUpTo = (n: number) => {
+      for (; started < n && started < subdirs.length; started++) {
+        const w = subdirs[started]!;
+        if (this.opts.oneFileSystem && w.node.dev !== undefined) continue;
+        const pn = w.parent;
+        if (prefetchParents && pn && pn.type === 'dir' && pn.subtree) parents[started] = this.loadParent(pn.subtree, w.rel);
+        if (nativeScanner) listings[started] = this.listing(absPrefix + w.node.name);
+      }
+    };
+    for (let i = 0; i < subdirs.length; i++) {
+      const w = subdirs[i]!;
+      startUpTo(i + PREFETCH_DIRS);
+      if (this.opts.oneFileSystem && w.node.dev !== undefined) {
+        children.push(this.emptyTree());
+        continue;
+      }
+      const pt = parents[i] ? await parents[i] : undefined;
+      parents[i] = undefined;
+      const listed = listings[i];
+      listings[i] = undefined;
+      const res = await this.walkDir(absPrefix + w.node.name, w.rel, pt?.nodes, w, listed);
+      children.push(res.tree);
+    }
+    return children;
+  }
+
+  /**
+   * A directory whose listing has the fingerprint the directory cache holds
+   * for it: its files are as in the parent (counted, not compared), its
+   * subdirectories are walked, and its tree is the cached one when they all
+   * come out as cached, else the cached tree with their new subtrees.
+   */
+  private async cachedDir(abs: string, rel: string, entries: DirEntry[], c: CachedDir, fp: string): Promise<DirResult> {
+    const prefix = rel + '/';
+    const absPrefix = abs.endsWith('/') ? abs : abs + '/';
+    const excludes = this.excludes;
+    const subdirs: Work[] = [];
+    let kept = 0;
+    for (const { name, st } of entries) {
+      const r = prefix + name;
+      if (excludes !== undefined && excludes(r)) continue;
+      kept++;
+      // A clean listing has every entry's lstat (the fingerprint covers the errors).
+      const type = typeOf(st!.mode);
+      if (type === 'dir') {
+        this.stats.dirs++;
+        subdirs.push({ node: this.makeNode(name, st!, 'dir'), rel: r });
+      } else {
+        this.stats.files++;
+        if (type === 'file') {
+          this.stats.bytesTotal += st!.size;
+          this.stats.filesUnchanged++;
+          this.progressBytes += st!.size;
+          this.progressFiles++;
         }
-      };
-      for (let i = 0; i < subdirs.length; i++) {
-        const w = subdirs[i]!;
-        startUpTo(i + PREFETCH_DIRS);
-        if (this.opts.oneFileSystem && w.node.dev !== undefined) {
-          children.push(this.emptyTree());
-          continue;
-        }
-        const pt = parents[i] ? await parents[i] : undefined;
-        parents[i] = undefined;
-        const listed = listings[i];
-        listings[i] = undefined;
-        const res = await this.walkDir(absPrefix + w.node.name, w.rel, pt?.nodes, w, listed);
-        children.push(res.tree);
       }
     }
-    const tree = this.finishDir(self, works, waits, subdirs, children, rel === '', parent);
+    const children = await this.walkSubdirs(absPrefix, subdirs);
+    const tree = (async (): Promise<BlobId> => {
+      const ids = await Promise.all(children);
+      let id = c.tree;
+      if (ids.some((t, i) => t !== this.dirCache!.get(subdirs[i]!.rel)?.tree)) {
+        // A subdirectory changed: the cached tree with the new subtrees.
+        const old = await this.loadParent(c.tree, rel);
+        const sub = new Map(subdirs.map((w, i) => [w.node.name, ids[i]!]));
+        if (old === undefined || old.nodes.length !== kept || old.nodes.filter((n) => n.type === 'dir' && sub.has(n.name)).length !== sub.size) {
+          fs.rmSync(this.opts.dirCache!, { force: true });
+          throw new IntegrityError(`directory cache: the stored tree of "${rel}" (${c.tree}) does not match its directory; the cache was removed, run the backup again`);
+        }
+        const nodes = old.nodes.map((n) => (n.type === 'dir' && sub.has(n.name) ? { ...n, subtree: sub.get(n.name)! } : n));
+        id = await this.saveTree({ nodes });
+      }
+      this.newDirCache?.set(rel, { fp, tree: id, clean: true });
+      return id;
+    })();
     tree.catch(noop);
     return { tree };
   }

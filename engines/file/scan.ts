@@ -141,7 +141,38 @@ export function listDirSync(abs: string): DirEntry[] {
   return out.sort(byName);
 }
 
-async function listDirNative(n: Native, abs: string): Promise<DirEntry[]> {
+/** A listing: the entries, and (native scanner) the scanner's raw output, for fingerprints. */
+export interface Listing {
+  entries: DirEntry[];
+  raw?: { names: Buffer; stats: Float64Array };
+}
+
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+
+/**
+ * A keyed hash of a native listing: every entry's name and lstat fields in
+ * directory order, with what a tree does not record or what changes by itself
+ * left out (the device when it is the backup root's, which changes with every
+ * attachment of a volume; the access time of directories and symlinks, which
+ * the walk itself moves). Equal fingerprints: equal entries, as far as a tree
+ * records them (see dircache.ts).
+ */
+export function listingFingerprint(hasher: { reset(): unknown; update(b: Buffer): unknown; digest(f: string): string }, raw: NonNullable<Listing['raw']>, rootDev: number): string {
+  const f = raw.stats.slice();
+  for (let o = 0; o < f.length; o += FIELDS) {
+    if (f[o + F_DEV] === rootDev) f[o + F_DEV] = 0;
+    const t = f[o + F_MODE]! & S_IFMT;
+    if (t === S_IFDIR || t === S_IFLNK) f[o + F_ATIME_S] = f[o + F_ATIME_NS] = 0;
+  }
+  hasher.reset();
+  hasher.update(raw.names);
+  hasher.update(Buffer.from(f.buffer, f.byteOffset, f.byteLength));
+  return hasher.digest('hex');
+}
+
+async function scanNative(n: Native, abs: string): Promise<Listing> {
   const r = await n.scan(abs);
   if (r.errno !== 0) throw errnoError(r.errno, 'scandir', abs);
   const names = r.names.toString('utf8').split('\0');
@@ -173,7 +204,17 @@ async function listDirNative(n: Native, abs: string): Promise<DirEntry[]> {
       },
     };
   }
-  return out.sort(byName);
+  return { entries: out.sort(byName), raw: { names: r.names, stats: f } };
+}
+
+/** A directory's listing (see listDir), with the native scanner's raw output when it made it. */
+export function scanDir(abs: string): Promise<Listing> {
+  if (native !== undefined) return scanNative(native, abs);
+  try {
+    return Promise.resolve({ entries: listDirSync(abs) });
+  } catch (err) {
+    return Promise.reject(err);
+  }
 }
 
 /**
@@ -181,11 +222,6 @@ async function listDirNative(n: Native, abs: string): Promise<DirEntry[]> {
  * error code of it. Rejects with the error of opening or reading the
  * directory (an Error with code, like node:fs's).
  */
-export function listDir(abs: string): Promise<DirEntry[]> {
-  if (native !== undefined) return listDirNative(native, abs);
-  try {
-    return Promise.resolve(listDirSync(abs));
-  } catch (err) {
-    return Promise.reject(err);
-  }
+export async function listDir(abs: string): Promise<DirEntry[]> {
+  return (await scanDir(abs)).entries;
 }
