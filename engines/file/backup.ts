@@ -28,9 +28,9 @@ import { emptyStats } from '../../src/repository/types.js';
 import type { EngineBackupResult, EngineContext } from '../engine.js';
 import { Chunker, DEFAULT_CHUNKER, type ChunkerOptions } from './chunker.js';
 import { compileExcludes, type PathMatcher } from './select.js';
-import { type DirEntry, type EntryStat, type Listing, entryStat, listingFingerprint, nativeScanner, scanDir } from './scan.js';
+import { type DirEntry, type EntryStat, type Listing, type RawListing, RAW_FIELDS, RAW_MODE, RAW_SIZE, entryStat, listingFingerprint, nativeEntriesOf, nativeScanner, scanDir } from './scan.js';
 import { type CachedDir, loadDirCache, saveDirCache } from './dircache.js';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { Blake3Hasher } from '../../src/util/blake3.js';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
 import { Semaphore } from './limit.js';
 import { IoPool, type BlockResult, type ChunkedBlock, type ChunkedReader } from './iopool.js';
@@ -84,6 +84,8 @@ const LARGE_FILES = 2;
 /** A batch of small files for one reader request: at most this many files or bytes. */
 const BATCH_FILES = 64;
 const BATCH_BYTES = 1 << 20;
+/** A batch that is not full is sent at the end of a directory once it is this old (and a reader is free). */
+const BATCH_AGE_MS = 10;
 const SLAB_SIZE = 4 << 20;
 const EMPTY: never[] = [];
 
@@ -153,12 +155,23 @@ interface Batch {
   sizes: number[];
   bytes: number;
   done: Promise<void>;
+  /** performance.now() when its first file was queued. */
+  started: number;
   resolve: () => void;
   reject: (e: unknown) => void;
 }
 
 interface DirResult {
   tree: Promise<BlobId>;
+}
+
+/** A directory's listing as the walk gets it: with its fingerprint and cache entry when there is a directory cache. */
+interface Prepared {
+  listing: Listing;
+  fp?: string;
+  cached?: CachedDir;
+  /** The listing is as cached: the cached tree stands, but for its subdirectories. */
+  hit?: boolean;
 }
 
 const noop = (): void => {};
@@ -572,8 +585,14 @@ class TreeBackup {
    * (walkDir asks for a few subdirectories before it walks the first), so
    * they arrive while the walk works on other directories.
    */
-  private listing(abs: string): Promise<Listing> {
-    const p = scanDir(abs);
+  private prepare(abs: string, rel: string): Promise<Prepared> {
+    const p = scanDir(abs).then((listing): Prepared => {
+      if (this.fpHasher === undefined || listing.raw === undefined || rel === '') return { listing };
+      const fp = listingFingerprint(this.fpHasher, listing.raw, this.rootDev);
+      const cached = this.dirCache?.get(rel);
+      const hit = cached !== undefined && cached.clean && cached.fp === fp && this.repo.has(cached.tree);
+      return { listing, fp, cached, hit };
+    });
     p.catch(noop);
     return p;
   }
@@ -588,7 +607,7 @@ class TreeBackup {
     });
   }
 
-  private async walkDir(abs: string, rel: string, parent: TreeNode[] | undefined, self: Work, listed?: Promise<Listing>): Promise<DirResult> {
+  private async walkDir(abs: string, rel: string, parent: TreeNode[] | undefined, self: Work, listed?: Promise<Prepared>): Promise<DirResult> {
     this.checkAbort();
     await this.maybeYield();
     let entries: DirEntry[];
@@ -596,27 +615,26 @@ class TreeBackup {
     /** Set when the tree cannot be reused on its fingerprint alone next time. */
     let dirty = false;
     try {
-      const l = await (listed ?? this.listing(abs));
-      entries = l.entries;
-      if (this.fpHasher !== undefined && l.raw !== undefined && rel !== '') fp = listingFingerprint(this.fpHasher, l.raw, this.rootDev);
+      const prep = await (listed ?? this.prepare(abs, rel));
+      this.checkAbort();
+      if (prep.hit) return this.cachedDir(abs, rel, prep.listing.raw!, prep.cached!, prep.fp!);
+      fp = prep.fp;
+      entries = prep.listing.entries;
+      // Not as cached: the parent's tree of this directory, for the parent skip of its files.
+      const old = prep.cached?.tree;
+      if (parent === undefined && old !== undefined) {
+        const pt = await this.loadParent(old, rel);
+        parent = pt?.nodes;
+        if (pt !== undefined && self.parent === undefined) self.parent = { ...createNode(self.node.name, 'dir'), subtree: old };
+      }
     } catch (err) {
+      if (err instanceof InterruptedError) throw err;
       this.stats.errors++;
       this.log.warn(`cannot read directory ${rel || '/'}: ${errText(err)}`);
       entries = EMPTY;
       dirty = true;
     }
     this.checkAbort();
-    if (this.dirCache !== undefined && rel !== '') {
-      const c = this.dirCache.get(rel);
-      if (c !== undefined && c.clean && fp !== undefined && c.fp === fp && this.repo.has(c.tree)) return this.cachedDir(abs, rel, entries, c, fp);
-      // Otherwise the parent's tree of this directory, for the parent skip of its files.
-      const old = c?.tree ?? self.parent?.subtree;
-      if (parent === undefined && old !== undefined) {
-        const pt = await this.loadParent(old, rel);
-        parent = pt?.nodes;
-        if (pt !== undefined && self.parent === undefined) self.parent = { ...createNode(self.node.name, 'dir'), subtree: old };
-      }
-    }
     const works: Work[] = [];
     const waits: Promise<void>[] = [];
     const subdirs: Work[] = [];
@@ -676,8 +694,10 @@ class TreeBackup {
         }
       }
     }
-    // Keep the reader threads fed when the walk is slower than they are (cold metadata).
-    if (this.batch !== undefined && this.batchesInFlight < this.readers) this.flushBatch();
+    // Keep the reader threads fed when the walk is slower than they are (cold metadata), but
+    // not with a message per directory for the few changed files of an incremental.
+    const b = this.batch;
+    if (b !== undefined && this.batchesInFlight < this.readers && performance.now() - b.started >= BATCH_AGE_MS) this.flushBatch();
     const children = await this.walkSubdirs(absPrefix, subdirs);
     const tree = this.finishDir(self, works, waits, subdirs, children, rel === '', parent).then((id) => {
       if (fp !== undefined) this.newDirCache?.set(rel, { fp, tree: id, clean: !dirty && !works.some((w) => w.drop) });
@@ -694,17 +714,29 @@ class TreeBackup {
   private async walkSubdirs(absPrefix: string, subdirs: Work[]): Promise<Promise<BlobId>[]> {
     const children: Promise<BlobId>[] = [];
     if (subdirs.length === 0) return children;
-    const prefetchParents = this.dirCache === undefined;
-    const parents: (Promise<{ nodes: TreeNode[] } | undefined> | undefined)[] = new Array(subdirs.length);
-    const listings: (Promise<Listing> | undefined)[] = new Array(subdirs.length);
+    const parents: (Promise<{ nodes: TreeNode[]; id: BlobId } | undefined> | undefined)[] = new Array(subdirs.length);
+    const listings: (Promise<Prepared> | undefined)[] = new Array(subdirs.length);
+    const withId = (id: BlobId, rel: string) => this.loadParent(id, rel).then((t) => t && { nodes: t.nodes, id });
     let started = 0;
     const startUpTo = (n: number) => {
       for (; started < n && started < subdirs.length; started++) {
         const w = subdirs[started]!;
         if (this.opts.oneFileSystem && w.node.dev !== undefined) continue;
         const pn = w.parent;
-        if (prefetchParents && pn && pn.type === 'dir' && pn.subtree) parents[started] = this.loadParent(pn.subtree, w.rel);
-        if (nativeScanner) listings[started] = this.listing(absPrefix + w.node.name);
+        const prep = nativeScanner ? this.prepare(absPrefix + w.node.name, w.rel) : undefined;
+        listings[started] = prep;
+        if (this.dirCache === undefined || prep === undefined) {
+          if (pn && pn.type === 'dir' && pn.subtree) parents[started] = withId(pn.subtree, w.rel);
+        } else {
+          // Directory cache: the parent's tree only when the listing is not as cached.
+          parents[started] = prep.then(
+            (p) => {
+              const old = p.hit ? undefined : (p.cached?.tree ?? (pn?.type === 'dir' ? pn.subtree : undefined));
+              return old === undefined ? undefined : withId(old, w.rel);
+            },
+            () => undefined,
+          );
+        }
       }
     };
     for (let i = 0; i < subdirs.length; i++) {
@@ -718,6 +750,7 @@ class TreeBackup {
       parents[i] = undefined;
       const listed = listings[i];
       listings[i] = undefined;
+      if (pt !== undefined && w.parent === undefined) w.parent = { ...createNode(w.node.name, 'dir'), subtree: pt.id };
       const res = await this.walkDir(absPrefix + w.node.name, w.rel, pt?.nodes, w, listed);
       children.push(res.tree);
     }
@@ -730,30 +763,36 @@ class TreeBackup {
    * subdirectories are walked, and its tree is the cached one when they all
    * come out as cached, else the cached tree with their new subtrees.
    */
-  private async cachedDir(abs: string, rel: string, entries: DirEntry[], c: CachedDir, fp: string): Promise<DirResult> {
+  private async cachedDir(abs: string, rel: string, raw: RawListing, c: CachedDir, fp: string): Promise<DirResult> {
     const prefix = rel + '/';
     const absPrefix = abs.endsWith('/') ? abs : abs + '/';
     const excludes = this.excludes;
-    const subdirs: Work[] = [];
+    const { names, stats } = raw;
+    const dirIdx: number[] = [];
     let kept = 0;
-    for (const { name, st } of entries) {
-      const r = prefix + name;
-      if (excludes !== undefined && excludes(r)) continue;
+    for (let i = 0, o = 0; i < names.length; i++, o += RAW_FIELDS) {
+      if (excludes !== undefined && excludes(prefix + names[i]!)) continue;
       kept++;
-      // A clean listing has every entry's lstat (the fingerprint covers the errors).
-      const type = typeOf(st!.mode);
-      if (type === 'dir') {
-        this.stats.dirs++;
-        subdirs.push({ node: this.makeNode(name, st!, 'dir'), rel: r });
-      } else {
+      // A clean listing has no lstat errors (the fingerprint covers them).
+      const type = typeOf(stats[o + RAW_MODE]!);
+      if (type === 'dir') dirIdx.push(i);
+      else {
         this.stats.files++;
         if (type === 'file') {
-          this.stats.bytesTotal += st!.size;
+          const size = stats[o + RAW_SIZE]!;
+          this.stats.bytesTotal += size;
           this.stats.filesUnchanged++;
-          this.progressBytes += st!.size;
+          this.progressBytes += size;
           this.progressFiles++;
         }
       }
+    }
+    // Subdirectories in name order, like every walk.
+    let subdirs: Work[] = [];
+    if (dirIdx.length > 0) {
+      const entries = nativeEntriesOf(raw, dirIdx);
+      subdirs = entries.map((e) => ({ node: this.makeNode(e.name, e.st!, 'dir'), rel: prefix + e.name }));
+      this.stats.dirs += subdirs.length;
     }
     const children = await this.walkSubdirs(absPrefix, subdirs);
     const tree = (async (): Promise<BlobId> => {
@@ -931,7 +970,7 @@ class TreeBackup {
         reject = rej;
       });
       done.catch(noop);
-      b = this.batch = { works: [], paths: [], sizes: [], bytes: 0, done, resolve, reject };
+      b = this.batch = { works: [], paths: [], sizes: [], bytes: 0, done, resolve, reject, started: performance.now() };
     }
     b.works.push(work);
     b.paths.push(abs);

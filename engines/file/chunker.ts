@@ -14,7 +14,7 @@
  * last k+1 bytes, so the top bits see a window of up to 32 bytes.
  */
 import { endianness } from 'node:os';
-import { blake3 } from '@napi-rs/blake-hash';
+import { blake3 } from '../../src/util/blake3.js';
 
 const littleEndian = endianness() === 'LE';
 

@@ -21,7 +21,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { Blake3Hasher } from '../../src/util/blake3.js';
 import type { BlobId } from '../../src/repository/types.js';
 
 const VERSION = 1;
@@ -38,9 +38,14 @@ export interface CachedDir {
   clean: boolean;
 }
 
-/** The cache file of a backup name in a cache directory. */
-export function dirCachePath(cacheDir: string, name: string): string {
-  return join(cacheDir, `dirs-${createHash('sha256').update(name).digest('hex').slice(0, 32)}`);
+/** The cache file of a backup name of a repository, in a cache directory. */
+export function dirCachePath(cacheDir: string, repoId: string, name: string): string {
+  return join(cacheDir, `dirs-${repoId}-${createHash('sha256').update(name).digest('hex').slice(0, 32)}`);
+}
+
+/** The directory cache of a backup name when the repository has a cache directory. */
+export function dirCacheOf(repo: { cacheDir?: string; config: { id: string } }, name: string): string | undefined {
+  return repo.cacheDir === undefined ? undefined : dirCachePath(repo.cacheDir, repo.config.id, name);
 }
 
 function mac(hashKey: Buffer, body: Buffer): Buffer {

@@ -20,7 +20,7 @@
 import { Worker } from 'node:worker_threads';
 import { BufferPool } from '../../src/util/buffers.js';
 import { DECODER_SOURCE, INTEGRITY_PREFIX, type BlobCodec, type StoredRef } from '../../src/repository/decode.js';
-import { createRequire } from 'node:module';
+import { blake3Path } from '../../src/util/blake3.js';
 import { CHUNKER_SOURCE, gearTable, type ChunkerOptions } from './chunker.js';
 
 /** Result of one small-file batch: all contents back to back; per file the bytes read, or an error code. */
@@ -583,7 +583,7 @@ export class IoPool {
         key: new Uint8Array(hashing.hashKey),
         gear: gearTable(hashing.chunker.seed).slice(),
         chunker: hashing.chunker,
-        blakePath: createRequire(import.meta.url).resolve('@napi-rs/blake-hash'),
+        blakePath: blake3Path,
       };
     }
     this.spawn();

@@ -141,10 +141,25 @@ export function listDirSync(abs: string): DirEntry[] {
   return out.sort(byName);
 }
 
-/** A listing: the entries, and (native scanner) the scanner's raw output, for fingerprints. */
+/** The native scanner's output for one directory: entries in directory order. */
+export interface RawListing {
+  names: string[];
+  /** The names as the scanner returned them (NUL-terminated, directory order). */
+  nameBytes: Buffer;
+  /** RAW_FIELDS numbers per entry (see RAW_*). */
+  stats: Float64Array;
+}
+
+/** Layout of RawListing.stats (native/scan.c): fields per entry and the offsets the walk reads directly. */
+export const RAW_FIELDS = FIELDS;
+export const RAW_ERRNO = F_ERRNO;
+export const RAW_MODE = F_MODE;
+export const RAW_SIZE = F_SIZE;
+
+/** A listing: its entries sorted by name (built on first use), and the native scanner's output when it made it. */
 export interface Listing {
-  entries: DirEntry[];
-  raw?: { names: Buffer; stats: Float64Array };
+  readonly entries: DirEntry[];
+  readonly raw?: RawListing;
 }
 
 const S_IFMT = 0o170000;
@@ -159,7 +174,7 @@ const S_IFLNK = 0o120000;
  * the walk itself moves). Equal fingerprints: equal entries, as far as a tree
  * records them (see dircache.ts).
  */
-export function listingFingerprint(hasher: { reset(): unknown; update(b: Buffer): unknown; digest(f: string): string }, raw: NonNullable<Listing['raw']>, rootDev: number): string {
+export function listingFingerprint(hasher: { reset(): unknown; update(b: Buffer): unknown; digest(f: string): string }, raw: RawListing, rootDev: number): string {
   const f = raw.stats.slice();
   for (let o = 0; o < f.length; o += FIELDS) {
     if (f[o + F_DEV] === rootDev) f[o + F_DEV] = 0;
@@ -167,9 +182,54 @@ export function listingFingerprint(hasher: { reset(): unknown; update(b: Buffer)
     if (t === S_IFDIR || t === S_IFLNK) f[o + F_ATIME_S] = f[o + F_ATIME_NS] = 0;
   }
   hasher.reset();
-  hasher.update(raw.names);
+  hasher.update(raw.nameBytes);
   hasher.update(Buffer.from(f.buffer, f.byteOffset, f.byteLength));
   return hasher.digest('hex');
+}
+
+function nativeEntry(raw: RawListing, i: number): DirEntry {
+  const f = raw.stats;
+  const o = i * FIELDS;
+  const name = raw.names[i]!;
+  const errno = f[o + F_ERRNO]!;
+  if (errno !== 0) return { name, st: undefined, code: errnoNames.get(errno) ?? `E${errno}` };
+  return {
+    name,
+    code: undefined,
+    st: {
+      mode: f[o + F_MODE]!,
+      uid: f[o + F_UID]!,
+      gid: f[o + F_GID]!,
+      size: f[o + F_SIZE]!,
+      blocks: f[o + F_BLOCKS]!,
+      nlink: f[o + F_NLINK]!,
+      ino: inoString(f[o + F_INO_HI]!, f[o + F_INO_LO]!),
+      dev: f[o + F_DEV]!,
+      rdev: f[o + F_RDEV]!,
+      atimeNs: nsString(f[o + F_ATIME_S]!, f[o + F_ATIME_NS]!),
+      mtimeNs: nsString(f[o + F_MTIME_S]!, f[o + F_MTIME_NS]!),
+      ctimeNs: nsString(f[o + F_CTIME_S]!, f[o + F_CTIME_NS]!),
+    },
+  };
+}
+
+function nativeEntries(raw: RawListing): DirEntry[] {
+  const out: DirEntry[] = new Array(raw.names.length);
+  for (let i = 0; i < out.length; i++) out[i] = nativeEntry(raw, i);
+  return out.sort(byName);
+}
+
+/** The entries at `indices` of a native listing, sorted by name. */
+export function nativeEntriesOf(raw: RawListing, indices: readonly number[]): DirEntry[] {
+  return indices.map((i) => nativeEntry(raw, i)).sort(byName);
+}
+
+class NativeListing implements Listing {
+  #entries?: DirEntry[];
+  constructor(readonly raw: RawListing) {}
+  get entries(): DirEntry[] {
+    return (this.#entries ??= nativeEntries(this.raw));
+  }
 }
 
 async function scanNative(n: Native, abs: string): Promise<Listing> {
@@ -177,34 +237,7 @@ async function scanNative(n: Native, abs: string): Promise<Listing> {
   if (r.errno !== 0) throw errnoError(r.errno, 'scandir', abs);
   const names = r.names.toString('utf8').split('\0');
   names.pop(); // after the last NUL
-  const f = r.stats;
-  const out: DirEntry[] = new Array(names.length);
-  for (let i = 0, o = 0; i < names.length; i++, o += FIELDS) {
-    const errno = f[o + F_ERRNO]!;
-    if (errno !== 0) {
-      out[i] = { name: names[i]!, st: undefined, code: errnoNames.get(errno) ?? `E${errno}` };
-      continue;
-    }
-    out[i] = {
-      name: names[i]!,
-      code: undefined,
-      st: {
-        mode: f[o + F_MODE]!,
-        uid: f[o + F_UID]!,
-        gid: f[o + F_GID]!,
-        size: f[o + F_SIZE]!,
-        blocks: f[o + F_BLOCKS]!,
-        nlink: f[o + F_NLINK]!,
-        ino: inoString(f[o + F_INO_HI]!, f[o + F_INO_LO]!),
-        dev: f[o + F_DEV]!,
-        rdev: f[o + F_RDEV]!,
-        atimeNs: nsString(f[o + F_ATIME_S]!, f[o + F_ATIME_NS]!),
-        mtimeNs: nsString(f[o + F_MTIME_S]!, f[o + F_MTIME_NS]!),
-        ctimeNs: nsString(f[o + F_CTIME_S]!, f[o + F_CTIME_NS]!),
-      },
-    };
-  }
-  return { entries: out.sort(byName), raw: { names: r.names, stats: f } };
+  return new NativeListing({ names, nameBytes: r.names, stats: r.stats });
 }
 
 /** A directory's listing (see listDir), with the native scanner's raw output when it made it. */

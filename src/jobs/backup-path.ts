@@ -2,6 +2,7 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { backupTree } from '../../engines/file/backup.js';
+import { dirCacheOf } from '../../engines/file/dircache.js';
 import type { Catalog } from '../catalog/catalog.js';
 import { NotFoundError, UsageError } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
@@ -30,16 +31,17 @@ export async function backupPath(repo: Repository, catalog: Catalog, o: PathBack
     throw new NotFoundError(`path ${path} does not exist`);
   }
   if (!st.isDirectory()) throw new UsageError(`path ${path} is not a directory`);
+  const name = o.name ?? path;
   return runBackup(
     repo,
     catalog,
     {
-      name: o.name ?? path,
+      name,
       source: { kind: 'path', path },
       engine: 'file',
       dataTimestamp: new Date().toISOString(),
       tags: o.tags,
-      run: (ctx, parentRoot) => backupTree(path, { parentRoot, excludes: o.excludes }, ctx),
+      run: (ctx, parentRoot) => backupTree(path, { parentRoot, excludes: o.excludes, dirCache: dirCacheOf(repo, name) }, ctx),
     },
     { host: o.host, signal: o.signal, progress: o.progress, log, full: o.full },
   );

@@ -10,6 +10,7 @@
 import { mkdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { backupTree } from '../../engines/file/backup.js';
+import { dirCacheOf } from '../../engines/file/dircache.js';
 import { backupDevice } from '../../engines/block/backup.js';
 import type { Catalog } from '../catalog/catalog.js';
 import { CloudError, DeviceError, UsageError, throwIfAborted } from '../errors.js';
@@ -181,7 +182,7 @@ export async function backupVolume(repo: Repository, catalog: Catalog, provider:
         filesystem,
         tags: o.tags,
         run: (ctx, parentRoot) =>
-          engine === 'file' ? backupTree(mountpoint!, { parentRoot }, ctx) : backupDevice(dev.path, { parentRoot }, ctx),
+          engine === 'file' ? backupTree(mountpoint!, { parentRoot, dirCache: dirCacheOf(repo, vol.id) }, ctx) : backupDevice(dev.path, { parentRoot }, ctx),
       },
       { host: o.host, signal: o.signal, progress: phaseLogged(o.progress, jobId), log, backupId: jobId, full: o.full },
     );

@@ -8,7 +8,7 @@
  *   zstd(JSON), then sealed.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
+import { Blake3Hasher, blake3 } from '../util/blake3.js';
 import { compress, decompress } from 'zstd-napi';
 import { createRequire } from 'node:module';
 

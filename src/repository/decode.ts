@@ -12,6 +12,7 @@
  */
 import { createRequire } from 'node:module';
 import type { Keys } from './crypto.js';
+import { blake3Path } from '../util/blake3.js';
 
 /** What a worker thread gets to decode blobs (structured-clonable; holds the keys, never logged). */
 export interface BlobCodec {
@@ -44,7 +45,7 @@ export function blobCodec(keys: Keys): BlobCodec {
   const require = createRequire(import.meta.url);
   return {
     zstdPath: require.resolve('zstd-napi/binding'),
-    blakePath: require.resolve('@napi-rs/blake-hash'),
+    blakePath: blake3Path,
     hashKey: new Uint8Array(keys.hashKey),
     encKey: keys.encKey ? new Uint8Array(keys.encKey) : undefined,
   };

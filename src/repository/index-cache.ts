@@ -21,7 +21,7 @@
  */
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { Blake3Hasher } from '../util/blake3.js';
 import type { IndexArrays, MasterIndex } from './index.js';
 
 const MAGIC = Buffer.from('PFIDXC01');

@@ -9,7 +9,7 @@
  * BLAKE3 of its bytes and stored at data/<first 2 hex>/<id>.
  */
 import { IntegrityError } from '../errors.js';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { Blake3Hasher } from '../util/blake3.js';
 import type { StagedObject, Storage } from '../storage/storage.js';
 import type { BlobType } from './types.js';
 import { decodeStructured, encodeStructured, plainHash } from './crypto.js';

@@ -325,6 +325,11 @@ export class Repository implements BlobStore {
     return keyedHash(this.keys.hashKey, data);
   }
 
+  /** The local cache directory of this session (OpenOptions.cacheDir), if any. */
+  get cacheDir(): string | undefined {
+    return this.opts.cacheDir;
+  }
+
   hashKey(): Buffer {
     return this.keys.hashKey;
   }
