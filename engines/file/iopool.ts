@@ -21,6 +21,8 @@ import { Worker } from 'node:worker_threads';
 import { BufferPool } from '../../src/util/buffers.js';
 import { DECODER_SOURCE, INTEGRITY_PREFIX, type BlobCodec, type StoredRef } from '../../src/repository/decode.js';
 import { blake3Path } from '../../src/util/blake3.js';
+import { constants as osConstants } from 'node:os';
+import { addonPath } from './native.js';
 import { CHUNKER_SOURCE, gearTable, type ChunkerOptions } from './chunker.js';
 
 /** Result of one small-file batch: all contents back to back; per file the bytes read, or an error code. */
@@ -69,12 +71,16 @@ const LARGE_THREADS = 2;
 /** Young-generation cap of an I/O thread's V8 heap (MiB). */
 const WORKER_YOUNG_MB = 2;
 /** Numbers per file in a write message. */
-const WRITE_FIELDS = 12;
+const WRITE_FIELDS = 14;
+/** errno → code, for errors of the addon in the threads. */
+const ERRNO_NAMES = Object.fromEntries(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 
 const workerSource = `
 const { parentPort, workerData } = require('node:worker_threads');
 ${DECODER_SOURCE}
 const fs = require('node:fs');
+const addon = workerData.addonPath ? require(workerData.addonPath) : null;
+const errnoNames = workerData.errnoNames;
 const flags = workerData.flags;
 // Chunking and hashing (backup): the same chunker and keyed BLAKE3 as the main thread.
 const __name = (f) => f;
@@ -207,7 +213,10 @@ function writeOne(f, data) {
     if (end < f.size) fs.ftruncateSync(fd, f.size);
     if (f.chown) fs.fchownSync(fd, f.uid, f.gid);
     fs.fchmodSync(fd, f.mode);
-    fs.futimesSync(fd, f.atime, f.mtime);
+    if (addon) {
+      const rc = addon.setTimes(fd, f.atime, f.atimeNs, f.mtime, f.mtimeNs, false);
+      if (rc !== 0) throw Object.assign(new Error('futimens: errno ' + rc), { code: errnoNames[rc] || 'E' + rc });
+    } else fs.futimesSync(fd, f.atime + f.atimeNs / 1e9, f.mtime + f.mtimeNs / 1e9);
   } finally {
     fs.closeSync(fd);
   }
@@ -430,7 +439,7 @@ parentPort.on('message', (m) => {
     const packs = new Map();
     for (let i = 0; i < n; i++) {
       const k = i * ${WRITE_FIELDS};
-      const f = { path: m.paths[i], size: v[k], off: v[k + 1], len: v[k + 2], mode: v[k + 3], uid: v[k + 4], gid: v[k + 5], atime: v[k + 6], mtime: v[k + 7],
+      const f = { path: m.paths[i], size: v[k], off: v[k + 1], len: v[k + 2], mode: v[k + 3], uid: v[k + 4], gid: v[k + 5], atime: v[k + 6], mtime: v[k + 7], atimeNs: v[k + 12], mtimeNs: v[k + 13],
         chown: (v[k + 8] & 1) !== 0, sparse: (v[k + 8] & 2) !== 0, overwrite: (v[k + 8] & 4) !== 0 };
       try {
         const bid = m.blobs ? m.blobs[i] : null;
@@ -504,9 +513,9 @@ export interface WriteSpec {
   mode: number;
   uid: number;
   gid: number;
-  /** Seconds (fractional). */
-  atime: number;
-  mtime: number;
+  /** [seconds, nanoseconds] (see times.ts splitNs). */
+  atime: [number, number];
+  mtime: [number, number];
   chown: boolean;
   /** Skip all-zero 4 KiB blocks (holes) and ftruncate to size. */
   sparse: boolean;
@@ -601,7 +610,7 @@ export class IoPool {
     const i = this.workers.length;
     const w = new Worker(workerSource, {
       eval: true,
-      workerData: { flags: this.flags, codec: this.codec, hashing: this.hashing },
+      workerData: { flags: this.flags, codec: this.codec, hashing: this.hashing, addonPath, errnoNames: ERRNO_NAMES },
       // These threads allocate little JavaScript; a small young generation keeps each one's heap small.
       resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB },
     });
@@ -747,8 +756,10 @@ export class IoPool {
       nums[k + 3] = f.mode;
       nums[k + 4] = f.uid;
       nums[k + 5] = f.gid;
-      nums[k + 6] = f.atime;
-      nums[k + 7] = f.mtime;
+      nums[k + 6] = f.atime[0];
+      nums[k + 7] = f.mtime[0];
+      nums[k + 12] = f.atime[1];
+      nums[k + 13] = f.mtime[1];
       nums[k + 8] = (f.chown ? 1 : 0) | (f.sparse ? 2 : 0) | (f.overwrite ? 4 : 0);
       if (f.blob !== undefined) {
         if (this.codec === undefined) throw new Error('IoPool: stored blobs need a codec');

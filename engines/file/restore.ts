@@ -29,7 +29,8 @@ import { IoPool, type WriteSpec } from './iopool.js';
 import { INTEGRITY_PREFIX, type StoredBlob, type StoredRef } from '../../src/repository/decode.js';
 import { Semaphore, TaskSet } from './limit.js';
 import { compileIncludes } from './select.js';
-import { nsToSeconds, splitDev, type TreeNode } from './tree.js';
+import { splitDev, type TreeNode } from './tree.js';
+import { setTimes, splitNs } from './times.js';
 import { loadTree, walkTree } from './walk.js';
 import { restoreXattrs, type XattrEntry } from './xattr.js';
 
@@ -283,7 +284,7 @@ class TreeRestore {
     try {
       if (this.isRoot) fs.lchownSync(e.abs, n.uid, n.gid);
       fs.chmodSync(e.abs, n.mode);
-      fs.utimesSync(e.abs, nsToSeconds(n.atimeNs ?? n.mtimeNs), nsToSeconds(n.mtimeNs));
+      setTimes(e.abs, n.atimeNs ?? n.mtimeNs, n.mtimeNs, true);
     } catch (err) {
       this.warn(`cannot set the metadata of ${e.rel || '.'}: ${code(err) ?? (err as Error).message}`);
     }
@@ -352,7 +353,7 @@ class TreeRestore {
         this.warn(`cannot set the owner of ${rel}: ${code(err)}`);
       }
     }
-    fs.lutimesSync(abs, nsToSeconds(node.atimeNs ?? node.mtimeNs), nsToSeconds(node.mtimeNs));
+    setTimes(abs, node.atimeNs ?? node.mtimeNs, node.mtimeNs, true);
     if (node.xattrs) this.xattrs.push({ path: rel, xattrs: node.xattrs });
   }
 
@@ -451,8 +452,8 @@ class TreeRestore {
       mode: node.mode,
       uid: node.uid,
       gid: node.gid,
-      atime: nsToSeconds(node.atimeNs ?? node.mtimeNs),
-      mtime: nsToSeconds(node.mtimeNs),
+      atime: splitNs(node.atimeNs ?? node.mtimeNs),
+      mtime: splitNs(node.mtimeNs),
       chown: this.isRoot,
       sparse: node.sparse === true,
       overwrite: this.overwrite,
@@ -642,7 +643,7 @@ class TreeRestore {
     if (end < size) fs.ftruncateSync(fd, size);
     if (this.isRoot) fs.fchownSync(fd, node.uid, node.gid);
     fs.fchmodSync(fd, node.mode);
-    fs.futimesSync(fd, nsToSeconds(node.atimeNs ?? node.mtimeNs), nsToSeconds(node.mtimeNs));
+    setTimes(fd, node.atimeNs ?? node.mtimeNs, node.mtimeNs);
     this.result.files++;
     this.result.bytes += size;
     this.ctx.progress.advance(0, 1);
@@ -788,7 +789,7 @@ class TreeRestore {
     try {
       if (this.isRoot) fs.lchownSync(abs, node.uid, node.gid);
       fs.chmodSync(abs, node.mode);
-      fs.utimesSync(abs, nsToSeconds(node.atimeNs ?? node.mtimeNs), nsToSeconds(node.mtimeNs));
+      setTimes(abs, node.atimeNs ?? node.mtimeNs, node.mtimeNs, true);
     } catch (err) {
       this.warn(`cannot set the metadata of ${rel}: ${code(err) ?? (err as Error).message}`);
     }

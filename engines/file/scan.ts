@@ -11,11 +11,11 @@
  * - node:fs (readdirSync plus lstatSync per entry) when the addon is not
  *   built or PERMAFROST_NO_NATIVE=1.
  */
-import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import * as fs from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import { compareNames } from './tree.js';
+import { addon, type Addon } from './native.js';
 
 /** What the walk keeps of an entry's lstat. Times in nanoseconds and the inode as exact decimal strings. */
 export interface EntryStat {
@@ -40,39 +40,19 @@ export interface DirEntry {
   code: string | undefined;
 }
 
-interface Native {
-  scan(path: string): Promise<{ errno: number; names: Buffer; stats: Float64Array }>;
-  FIELDS: number;
-}
-
-function loadNative(): Native | undefined {
-  if (process.env.PERMAFROST_NO_NATIVE === '1') return undefined;
-  const require = createRequire(import.meta.url);
-  // engines/file/scan.ts in a checkout, dist/engines/file/scan.js when built.
-  for (const rel of ['./native/build/Release/pfscan.node', '../../../engines/file/native/build/Release/pfscan.node']) {
-    try {
-      const m = require(rel) as Native;
-      if (typeof m.scan === 'function' && m.FIELDS === FIELDS) return m;
-    } catch {
-      /* next */
-    }
-  }
-  return undefined;
-}
-
 // Field order of native/scan.c.
 const F_ERRNO = 0, F_MODE = 1, F_UID = 2, F_GID = 3, F_SIZE = 4, F_BLOCKS = 5, F_NLINK = 6, F_INO_HI = 7, F_INO_LO = 8;
 const F_DEV = 9, F_RDEV = 10, F_ATIME_S = 11, F_ATIME_NS = 12, F_MTIME_S = 13, F_MTIME_NS = 14, F_CTIME_S = 15, F_CTIME_NS = 16;
 const FIELDS = 17;
 
-const native = loadNative();
+const native = addon !== undefined && addon.FIELDS === FIELDS ? addon : undefined;
 
 /** True when listings come from the native scanner. */
 export const nativeScanner = native !== undefined;
 
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 
-function errnoError(errno: number, syscall: string, path: string): NodeJS.ErrnoException {
+export function errnoError(errno: number, syscall: string, path: string): NodeJS.ErrnoException {
   const code = errnoNames.get(errno) ?? `E${errno}`;
   const err = new Error(`${code}: ${syscall} '${path}'`) as NodeJS.ErrnoException;
   err.errno = -errno;
@@ -232,7 +212,7 @@ class NativeListing implements Listing {
   }
 }
 
-async function scanNative(n: Native, abs: string): Promise<Listing> {
+async function scanNative(n: Addon, abs: string): Promise<Listing> {
   const r = await n.scan(abs);
   if (r.errno !== 0) throw errnoError(r.errno, 'scandir', abs);
   const names = r.names.toString('utf8').split('\0');

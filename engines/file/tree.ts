@@ -282,14 +282,6 @@ export function decodeTree(data: Uint8Array | string): Tree {
   return tree;
 }
 
-/** Nanoseconds string → seconds (as a float, precise to about a microsecond) for utimes. */
-export function nsToSeconds(ns: string): number {
-  const v = BigInt(ns);
-  const s = v / 1_000_000_000n;
-  const r = v - s * 1_000_000_000n;
-  return Number(s) + Number(r) / 1e9;
-}
-
 /** Linux dev_t → [major, minor] (glibc encoding). */
 export function splitDev(rdev: number): [number, number] {
   const v = BigInt(rdev);

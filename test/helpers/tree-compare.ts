@@ -52,10 +52,10 @@ export function snapshot(root: string): Map<string, Entry> {
   return out;
 }
 
-/** Compare two snapshots: types, modes, sizes, contents, link targets, owners, mtimes (within `timeTolNs`), hardlink groups. */
+/** Compare two snapshots: types, modes, sizes, contents, link targets, owners, mtimes (exact, or within `timeTolNs`), hardlink groups. */
 export function expectSameTree(a: Map<string, Entry>, b: Map<string, Entry>, opts: { timeTolNs?: bigint; owners?: boolean; symlinkTimes?: boolean } = {}): void {
   expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
-  const tol = opts.timeTolNs ?? 2000n;
+  const tol = opts.timeTolNs ?? 0n;
   const groupsA = new Map<bigint, string[]>();
   const groupsB = new Map<bigint, string[]>();
   for (const [k, ea] of a) {

@@ -19,10 +19,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum {
@@ -182,10 +184,63 @@ static napi_value scan(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/*
+ * setTimes(target, atimeSec, atimeNsec, mtimeSec, mtimeNsec, nofollow) → 0 or errno.
+ * target: a file descriptor (futimens) or a path (utimensat, AT_SYMLINK_NOFOLLOW
+ * when nofollow). Node's utimes family takes times as a double of seconds,
+ * which loses up to a microsecond at today's dates: these are exact.
+ */
+static napi_value set_times(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6], result;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  struct timespec ts[2];
+  int64_t v[4];
+  bool nofollow = false;
+  napi_valuetype t;
+  if (argc < 6 || napi_typeof(env, argv[0], &t) != napi_ok || (t != napi_number && t != napi_string)) {
+    napi_throw_type_error(env, NULL, "setTimes(target, aSec, aNsec, mSec, mNsec, nofollow): bad arguments");
+    return NULL;
+  }
+  for (int i = 0; i < 4; i++) {
+    if (napi_get_value_int64(env, argv[i + 1], &v[i]) != napi_ok) {
+      napi_throw_type_error(env, NULL, "setTimes: times must be numbers");
+      return NULL;
+    }
+  }
+  napi_get_value_bool(env, argv[5], &nofollow);
+  if (v[1] < 0 || v[1] > 999999999 || v[3] < 0 || v[3] > 999999999) {
+    napi_throw_range_error(env, NULL, "setTimes: nanoseconds out of range");
+    return NULL;
+  }
+  ts[0].tv_sec = (time_t)v[0];
+  ts[0].tv_nsec = (long)v[1];
+  ts[1].tv_sec = (time_t)v[2];
+  ts[1].tv_nsec = (long)v[3];
+  int rc;
+  if (t == napi_number) {
+    int32_t fd;
+    napi_get_value_int32(env, argv[0], &fd);
+    rc = futimens(fd, ts);
+  } else {
+    char path[4096];
+    size_t len;
+    if (napi_get_value_string_utf8(env, argv[0], path, sizeof(path), &len) != napi_ok || len >= sizeof(path) - 1 || strlen(path) != len) {
+      napi_create_int32(env, ENAMETOOLONG, &result);
+      return result;
+    }
+    rc = utimensat(AT_FDCWD, path, ts, nofollow ? AT_SYMLINK_NOFOLLOW : 0);
+  }
+  napi_create_int32(env, rc == 0 ? 0 : errno, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn, fields;
   napi_create_function(env, "scan", NAPI_AUTO_LENGTH, scan, NULL, &fn);
   napi_set_named_property(env, exports, "scan", fn);
+  napi_create_function(env, "setTimes", NAPI_AUTO_LENGTH, set_times, NULL, &fn);
+  napi_set_named_property(env, exports, "setTimes", fn);
   napi_create_int32(env, FIELDS, &fields);
   napi_set_named_property(env, exports, "FIELDS", fields);
   return exports;
