@@ -15,7 +15,7 @@
  * scripts/bench/README.md for the design and how to read the table.
  */
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -201,6 +201,23 @@ function failure(m: Measured): string {
   return `${why}: ${key.slice(0, 400)}`;
 }
 
+/**
+ * Restored trees are moved aside and deleted only when the bench ends: on ext4
+ * without a journal (these machines' root filesystem), creating 100k files
+ * within minutes of deleting 100k others costs about twice as long (the inode
+ * allocator skips inodes deleted within the last 60–300 s), which slowed
+ * whichever tool restored right after another's tree was removed.
+ */
+function trashDir(o: Options): string {
+  return join(o.workDir, 'trash');
+}
+
+function toTrash(o: Options, path: string, name: string): void {
+  if (!existsSync(path)) return;
+  mkdirSync(trashDir(o), { recursive: true });
+  renameSync(path, join(trashDir(o), name));
+}
+
 async function oneCycle(o: Options, r: number, dataDir: string, logDir: string, pfEntry: PermafrostEntry | undefined, unavailable: Map<ToolName, string>): Promise<RunResult> {
   const runDir = join(o.workDir, 'run');
   rmSync(runDir, { recursive: true, force: true });
@@ -291,7 +308,7 @@ async function oneCycle(o: Options, r: number, dataDir: string, logDir: string, 
         );
         if (!v.ok) for (const e of v.examples) log(`      ${e}`);
       }
-      if (!(o.keep && r === o.runs)) rmSync(target, { recursive: true, force: true });
+      if (!(o.keep && r === o.runs)) toTrash(o, target, `${t.name}-${r}`);
     }
   } finally {
     log(`run ${r}: reverting the mutation`);
@@ -407,10 +424,15 @@ async function main(): Promise<number> {
   for (const [t, i] of Object.entries(toolInfo)) log(`  ${t}: ${i.version} — ${i.config}`);
 
   const runs: RunResult[] = [];
-  for (let r = 1; r <= o.runs; r++) {
-    if (interrupt.requested) throw new Interrupted('interrupted');
-    if (r > 1) ensureDataset(dataDir, o.seed, scale, log);
-    runs.push(await oneCycle(o, r, dataDir, logDir, build?.entry, unavailable));
+  rmSync(trashDir(o), { recursive: true, force: true });
+  try {
+    for (let r = 1; r <= o.runs; r++) {
+      if (interrupt.requested) throw new Interrupted('interrupted');
+      if (r > 1) ensureDataset(dataDir, o.seed, scale, log);
+      runs.push(await oneCycle(o, r, dataDir, logDir, build?.entry, unavailable));
+    }
+  } finally {
+    rmSync(trashDir(o), { recursive: true, force: true });
   }
 
   const summary = summarize(runs, o.tools);
