@@ -4,7 +4,10 @@
  * and exact (nanosecond) file times for restores. Undefined when it was not
  * built or PERMAFROST_NO_NATIVE=1; callers then use node:fs.
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export interface Addon {
   scan(path: string): Promise<{ errno: number; names: Buffer; stats: Float64Array }>;
@@ -13,13 +16,33 @@ export interface Addon {
   setTimes(target: number | string, aSec: number, aNsec: number, mSec: number, mNsec: number, nofollow: boolean): number;
 }
 
+const ADDON = 'engines/file/native/build/Release/pfscan.node';
+
+/**
+ * Where the addon may be: beside this module in a checkout, else in the
+ * package's engines/file/native/build, found by walking up from this module
+ * (dist/engines/file/ when built, scripts/bench/.build/<pid>/engines/file/ in
+ * the bench's build).
+ */
+function candidates(): string[] {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const out = [join(here, 'native/build/Release/pfscan.node')];
+  let dir = here;
+  for (let i = 0; i < 8; i++) {
+    const up = dirname(dir);
+    if (up === dir) break;
+    dir = up;
+    out.push(join(dir, ADDON));
+  }
+  return out;
+}
+
 function load(): { addon: Addon; path: string } | undefined {
   if (process.env.PERMAFROST_NO_NATIVE === '1') return undefined;
   const require = createRequire(import.meta.url);
-  // engines/file/native.ts in a checkout, dist/engines/file/native.js when built.
-  for (const rel of ['./native/build/Release/pfscan.node', '../../../engines/file/native/build/Release/pfscan.node']) {
+  for (const path of candidates()) {
+    if (!existsSync(path)) continue;
     try {
-      const path = require.resolve(rel);
       const m = require(path) as Addon;
       if (typeof m.scan === 'function' && typeof m.setTimes === 'function') return { addon: m, path };
     } catch {

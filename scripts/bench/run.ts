@@ -18,7 +18,7 @@ import { spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { DEFAULT_SEED, ensureDataset, mutate, revert, type MutationStats, type Scale } from './dataset.js';
 import { dropCaches, duBytes, haveGnuTime, interrupt, isRoot, measure as measureCmd, stopAll, type Cmd, type Measured } from './measure.js';
 import { renderReport, summarize, type RunResult, type ToolRun } from './report.js';
@@ -182,14 +182,28 @@ function buildPermafrost(mode: Options['pfBuild'], logDir: string): Build {
   const runJs = join(outDir, 'src/cli/run.js');
   if (!existsSync(runJs)) return { error: `tsc produced no ${runJs} (exit ${r.status}): ${out.trim().slice(-600)}`, seconds, typeErrors };
   if (typeErrors) log(`  tsc reported ${typeErrors} type errors (code emitted anyway; see ${join(logDir, 'tsc.log')})`);
-  if (mode === 'dist') return { entry: { exe: bin, env: {}, describe: 'compiled into dist/ (--pf-build dist)', repoRoot: REPO_ROOT }, seconds, typeErrors };
+  const native = nativeOf(outDir);
+  if (mode === 'dist') return { entry: { exe: bin, env: {}, describe: `compiled into dist/ (--pf-build dist); ${native}`, repoRoot: REPO_ROOT }, seconds, typeErrors };
   const shim = join(outDir, 'permafrost.mjs');
   // Same as bin/permafrost.js, bound to this build (dist/ is left alone: a stale
   // dist/ would shadow the sources for everyone else running bin/permafrost.js).
   // Its first line is bin/permafrost.js's #! line: the same runtime options.
   const shebang = readFileSync(bin, 'utf8').split('\n', 1)[0]!;
   writeFileSync(shim, `${shebang}\nimport { runCli } from './src/cli/run.js';\nprocess.exitCode = await runCli(process.argv.slice(2));\n`, { mode: 0o755 });
-  return { entry: { exe: shim, env: {}, describe: 'compiled with tsc -p tsconfig.build.json into scripts/bench/.build/<pid>', repoRoot: REPO_ROOT }, seconds, typeErrors };
+  return { entry: { exe: shim, env: {}, describe: `compiled with tsc -p tsconfig.build.json into scripts/bench/.build/<pid>; ${native}`, repoRoot: REPO_ROOT }, seconds, typeErrors };
+}
+
+/**
+ * Whether a build finds the native scanner (directory cache, exact restore
+ * times): without it Permafrost runs on node:fs, slower, and the table must say so.
+ */
+function nativeOf(outDir: string): string {
+  const mod = join(outDir, 'engines/file/native.js');
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(pathToFileURL(mod).href)}); console.log(m.addonPath ?? '');`], { encoding: 'utf8' });
+  const path = (r.stdout ?? '').trim();
+  if (path) return 'native scanner loaded';
+  log(`  WARNING: this build does not find the native scanner (engines/file/native/build; run npm run install): ${(r.stderr ?? '').trim().slice(-300)}`);
+  return 'native scanner NOT found (node:fs fallback)';
 }
 
 // ---------------------------------------------------------------- one cycle
