@@ -620,9 +620,10 @@ class TreeBackup {
       if (prep.hit) return this.cachedDir(abs, rel, prep.listing.raw!, prep.cached!, prep.fp!);
       fp = prep.fp;
       entries = prep.listing.entries;
-      // Not as cached: the parent's tree of this directory, for the parent skip of its files.
+      // Not as cached: the parent's tree of this directory, for the parent skip of its files
+      // (walkSubdirs already tried when it listed this directory ahead).
       const old = prep.cached?.tree;
-      if (parent === undefined && old !== undefined) {
+      if (parent === undefined && old !== undefined && listed === undefined) {
         const pt = await this.loadParent(old, rel);
         parent = pt?.nodes;
         if (pt !== undefined && self.parent === undefined) self.parent = { ...createNode(self.node.name, 'dir'), subtree: old };
@@ -743,7 +744,10 @@ class TreeBackup {
       const w = subdirs[i]!;
       startUpTo(i + PREFETCH_DIRS);
       if (this.opts.oneFileSystem && w.node.dev !== undefined) {
-        children.push(this.emptyTree());
+        const empty = this.emptyTree();
+        // Recorded so that the next backup finds this subtree as cached (never reused on its own).
+        if (this.newDirCache !== undefined) empty.then((id) => this.newDirCache?.set(w.rel, { fp: '', tree: id, clean: false }), noop);
+        children.push(empty);
         continue;
       }
       const pt = parents[i] ? await parents[i] : undefined;
