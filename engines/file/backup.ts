@@ -28,7 +28,7 @@ import { emptyStats } from '../../src/repository/types.js';
 import type { EngineBackupResult, EngineContext } from '../engine.js';
 import { Chunker, DEFAULT_CHUNKER, type ChunkerOptions } from './chunker.js';
 import { compileExcludes, type PathMatcher } from './select.js';
-import { type DirEntry, type EntryStat, type Listing, type RawListing, RAW_FIELDS, RAW_MODE, RAW_SIZE, entryStat, listingFingerprint, nativeEntriesOf, nativeScanner, scanDir } from './scan.js';
+import { type DirEntry, type EntryStat, type Listing, type RawListing, RAW_DEV, RAW_ERRNO, RAW_FIELDS, RAW_MODE, RAW_SIZE, entryStat, listingFingerprint, nativeEntriesOf, nativeScanner, scanDir } from './scan.js';
 import { type CachedDir, loadDirCache, saveDirCache } from './dircache.js';
 import { Blake3Hasher } from '../../src/util/blake3.js';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
@@ -79,6 +79,12 @@ const WARM_THRESHOLD_MS = 0.05;
 const WARM_THREADS = 4;
 /** Subdirectories whose parent trees (and native listings) are fetched ahead of the walk, per directory. */
 const PREFETCH_DIRS = 16;
+/**
+ * At most this many listings of the next level (see lookAhead) wait at once:
+ * a directory of many subdirectories with many subdirectories each must not
+ * turn the look-ahead into a scan of the whole tree.
+ */
+const AHEAD_MAX = 1024;
 /** Large files read at the same time. */
 const LARGE_FILES = 2;
 /** A batch of small files for one reader request: at most this many files or bytes. */
@@ -274,6 +280,8 @@ class TreeBackup {
   private walkDone = false;
   /** The parent's directories (dircache.ts), when its cache is usable. */
   private dirCache?: Map<string, CachedDir>;
+  /** Listings started ahead of the walk, by relative path (see lookAhead). */
+  private ahead = new Map<string, Promise<Prepared>>();
   /** This backup's directories, for the next one's cache. */
   private newDirCache?: Map<string, CachedDir>;
   private fpHasher?: Blake3Hasher;
@@ -585,6 +593,38 @@ class TreeBackup {
    * (walkDir asks for a few subdirectories before it walks the first), so
    * they arrive while the walk works on other directories.
    */
+  /**
+   * Start the listings of the subdirectories of a listed directory, for the
+   * walk to take (walkSubdirs) when it gets there: the walk itself asks for a
+   * directory's subdirectories only when it enters that directory, and on
+   * trees of small directories it would otherwise wait for the scanner once
+   * per directory.
+   */
+  private lookAhead(abs: string, rel: string, listing: Listing): void {
+    const raw = listing.raw;
+    if (raw === undefined) return;
+    const { stats } = raw;
+    const prefix = rel === '' ? '' : rel + '/';
+    const absPrefix = abs.endsWith('/') ? abs : abs + '/';
+    for (let i = 0, o = 0; o < stats.length; i++, o += RAW_FIELDS) {
+      if (stats[o + RAW_ERRNO] !== 0 || typeOf(stats[o + RAW_MODE]!) !== 'dir') continue;
+      if (this.opts.oneFileSystem && stats[o + RAW_DEV] !== this.rootDev) continue;
+      const r = prefix + raw.names[i]!;
+      if ((this.excludes !== undefined && this.excludes(r)) || this.ahead.has(r)) continue;
+      if (this.ahead.size >= AHEAD_MAX) return;
+      this.ahead.set(r, this.prepare(absPrefix + raw.names[i]!, r));
+    }
+  }
+
+  /** A subdirectory's listing: the one lookAhead started, else a new one; either way its own subdirectories are looked ahead. */
+  private prepareAhead(abs: string, rel: string): Promise<Prepared> {
+    let p = this.ahead.get(rel);
+    if (p !== undefined) this.ahead.delete(rel);
+    else p = this.prepare(abs, rel);
+    p.then((prep) => this.lookAhead(abs, rel, prep.listing), noop);
+    return p;
+  }
+
   private prepare(abs: string, rel: string): Promise<Prepared> {
     const p = scanDir(abs).then((listing): Prepared => {
       if (this.fpHasher === undefined || listing.raw === undefined || rel === '') return { listing };
@@ -724,7 +764,7 @@ class TreeBackup {
         const w = subdirs[started]!;
         if (this.opts.oneFileSystem && w.node.dev !== undefined) continue;
         const pn = w.parent;
-        const prep = nativeScanner ? this.prepare(absPrefix + w.node.name, w.rel) : undefined;
+        const prep = nativeScanner ? this.prepareAhead(absPrefix + w.node.name, w.rel) : undefined;
         listings[started] = prep;
         if (this.dirCache === undefined || prep === undefined) {
           if (pn && pn.type === 'dir' && pn.subtree) parents[started] = withId(pn.subtree, w.rel);
@@ -771,11 +811,13 @@ class TreeBackup {
     const prefix = rel + '/';
     const absPrefix = abs.endsWith('/') ? abs : abs + '/';
     const excludes = this.excludes;
-    const { names, stats } = raw;
+    const { count, stats } = raw;
+    // Names are decoded only when excludes need them (and for subdirectories).
+    const names = excludes === undefined ? undefined : raw.names;
     const dirIdx: number[] = [];
     let kept = 0;
-    for (let i = 0, o = 0; i < names.length; i++, o += RAW_FIELDS) {
-      if (excludes !== undefined && excludes(prefix + names[i]!)) continue;
+    for (let i = 0, o = 0; i < count; i++, o += RAW_FIELDS) {
+      if (names !== undefined && excludes!(prefix + names[i]!)) continue;
       kept++;
       // A clean listing has no lstat errors (the fingerprint covers them).
       const type = typeOf(stats[o + RAW_MODE]!);

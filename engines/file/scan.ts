@@ -123,7 +123,10 @@ export function listDirSync(abs: string): DirEntry[] {
 
 /** The native scanner's output for one directory: entries in directory order. */
 export interface RawListing {
-  names: string[];
+  /** The names in directory order (decoded on first use). */
+  readonly names: string[];
+  /** How many entries. */
+  readonly count: number;
   /** The names as the scanner returned them (NUL-terminated, directory order). */
   nameBytes: Buffer;
   /** RAW_FIELDS numbers per entry (see RAW_*). */
@@ -135,6 +138,7 @@ export const RAW_FIELDS = FIELDS;
 export const RAW_ERRNO = F_ERRNO;
 export const RAW_MODE = F_MODE;
 export const RAW_SIZE = F_SIZE;
+export const RAW_DEV = F_DEV;
 
 /** A listing: its entries sorted by name (built on first use), and the native scanner's output when it made it. */
 export interface Listing {
@@ -194,7 +198,7 @@ function nativeEntry(raw: RawListing, i: number): DirEntry {
 }
 
 function nativeEntries(raw: RawListing): DirEntry[] {
-  const out: DirEntry[] = new Array(raw.names.length);
+  const out: DirEntry[] = new Array(raw.count);
   for (let i = 0; i < out.length; i++) out[i] = nativeEntry(raw, i);
   return out.sort(byName);
 }
@@ -202,6 +206,25 @@ function nativeEntries(raw: RawListing): DirEntry[] {
 /** The entries at `indices` of a native listing, sorted by name. */
 export function nativeEntriesOf(raw: RawListing, indices: readonly number[]): DirEntry[] {
   return indices.map((i) => nativeEntry(raw, i)).sort(byName);
+}
+
+class NativeRaw implements RawListing {
+  #names?: string[];
+  readonly count: number;
+  constructor(
+    readonly nameBytes: Buffer,
+    readonly stats: Float64Array,
+  ) {
+    this.count = stats.length / FIELDS;
+  }
+  get names(): string[] {
+    if (this.#names === undefined) {
+      const names = this.nameBytes.toString('utf8').split('\0');
+      names.pop(); // after the last NUL
+      this.#names = names;
+    }
+    return this.#names;
+  }
 }
 
 class NativeListing implements Listing {
@@ -215,9 +238,7 @@ class NativeListing implements Listing {
 async function scanNative(n: Addon, abs: string): Promise<Listing> {
   const r = await n.scan(abs);
   if (r.errno !== 0) throw errnoError(r.errno, 'scandir', abs);
-  const names = r.names.toString('utf8').split('\0');
-  names.pop(); // after the last NUL
-  return new NativeListing({ names, nameBytes: r.names, stats: r.stats });
+  return new NativeListing(new NativeRaw(r.names, r.stats));
 }
 
 /** A directory's listing (see listDir), with the native scanner's raw output when it made it. */
