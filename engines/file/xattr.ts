@@ -13,8 +13,8 @@
  * Without getfattr/setfattr (package `attr` not installed) xattrs are skipped
  * with one warning.
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, fstatSync, openSync, readSync, unlinkSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { accessSync, closeSync, constants, fstatSync, openSync, readSync, statSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -24,12 +24,22 @@ import type { Logger } from '../../src/util/log.js';
 export type Xattrs = Record<string, string>;
 
 const toolCache = new Map<string, boolean>();
-/** True when `tool` (getfattr, setfattr) runs on this host. */
+/**
+ * True when `tool` (getfattr, setfattr) is an executable on PATH, as spawn
+ * would find it (a lookup, not a run: every backup asks).
+ */
 export function hasTool(tool: string): boolean {
   let ok = toolCache.get(tool);
   if (ok === undefined) {
-    const r = spawnSync(tool, ['--version'], { stdio: 'ignore' });
-    ok = !r.error;
+    ok = (process.env.PATH ?? '').split(':').some((dir) => {
+      try {
+        const p = join(dir === '' ? '.' : dir, tool);
+        accessSync(p, constants.X_OK);
+        return statSync(p).isFile();
+      } catch {
+        return false;
+      }
+    });
     toolCache.set(tool, ok);
   }
   return ok;
