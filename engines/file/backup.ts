@@ -589,11 +589,6 @@ class TreeBackup {
   }
 
   /**
-   * A directory's listing. The native scanner's listings are started ahead
-   * (walkDir asks for a few subdirectories before it walks the first), so
-   * they arrive while the walk works on other directories.
-   */
-  /**
    * Start the listings of the subdirectories of a listed directory, for the
    * walk to take (walkSubdirs) when it gets there: the walk itself asks for a
    * directory's subdirectories only when it enters that directory, and on
@@ -609,10 +604,11 @@ class TreeBackup {
     for (let i = 0, o = 0; o < stats.length; i++, o += RAW_FIELDS) {
       if (stats[o + RAW_ERRNO] !== 0 || typeOf(stats[o + RAW_MODE]!) !== 'dir') continue;
       if (this.opts.oneFileSystem && stats[o + RAW_DEV] !== this.rootDev) continue;
-      const r = prefix + raw.names[i]!;
+      const name = raw.names[i]!;
+      const r = prefix + name;
       if ((this.excludes !== undefined && this.excludes(r)) || this.ahead.has(r)) continue;
       if (this.ahead.size >= AHEAD_MAX) return;
-      this.ahead.set(r, this.prepare(absPrefix + raw.names[i]!, r));
+      this.ahead.set(r, this.prepare(absPrefix + name, r));
     }
   }
 
@@ -625,6 +621,11 @@ class TreeBackup {
     return p;
   }
 
+  /**
+   * A directory's listing. The native scanner's listings are started ahead
+   * (walkDir asks for a few subdirectories before it walks the first), so
+   * they arrive while the walk works on other directories.
+   */
   private prepare(abs: string, rel: string): Promise<Prepared> {
     const p = scanDir(abs).then((listing): Prepared => {
       if (this.fpHasher === undefined || listing.raw === undefined || rel === '') return { listing };
