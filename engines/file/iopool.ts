@@ -5,20 +5,24 @@
  *
  * Each worker does plain synchronous open/pread/close (a few microseconds of
  * CPU per file, unlike the libuv pool's per-request thread hand-offs) and
- * answers a whole batch of small files with ONE transferred buffer, so 100k
+ * answers a whole batch of small files in ONE lent buffer, so 100k
  * small files cost a few thousand messages. Large files are read in blocks
  * (one request per block, a few blocks ahead of the chunker).
  *
  * Restore sends batches of small files (content back to back in one
- * transferred buffer, with their metadata); each thread creates, writes,
+ * lent buffer, with their metadata); each thread creates, writes,
  * chowns, chmods and stamps them with plain synchronous calls.
  *
  * Measured on this project's 2-core VM, 100k small files with a cold page
  * cache: 34 s with synchronous reads on the main thread, 15 s with the libuv
  * pool (8 concurrent requests), 5–7 s with 4–8 reader threads.
+ *
+ * Buffers are the main thread's, lent to a thread per request as shared
+ * buffers named by number (see SharedBufferPool: transfers cost a full GC
+ * every 64 MiB moved).
  */
 import { Worker } from 'node:worker_threads';
-import { BufferPool } from '../../src/util/buffers.js';
+import { SLAB_SOURCE, SharedBufferPool } from '../../src/util/buffers.js';
 import { DECODER_SOURCE, INTEGRITY_PREFIX, type BlobCodec, type StoredRef } from '../../src/repository/decode.js';
 import { blake3Path } from '../../src/util/blake3.js';
 import { constants as osConstants } from 'node:os';
@@ -107,6 +111,28 @@ function readBlock(m, check) {
     try { fs.closeSync(fd); } catch {}
   }
 }
+/**
+ * readBlock for a sparse file: a block that lies in a hole (SEEK_DATA says the next data
+ * starts after it) is zeros without a read, so the kernel neither zeroes page-cache pages
+ * for it nor copies them (a 1 GiB file with 4 MiB of data costs 4 MiB of reads).
+ */
+function readSparseBlock(m) {
+  const fd = fs.openSync(m.path, flags);
+  try {
+    const st = fs.fstatSync(fd);
+    if (m.offset === 0 && !st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ECHANGED' });
+    const data = addon.seekData(fd, m.offset);
+    const u8 = new Uint8Array(m.buf);
+    if (data === -1 || data >= m.offset + m.length) {
+      const n = Math.max(0, Math.min(m.length, st.size - m.offset));
+      u8.fill(0, 0, n);
+      return n;
+    }
+    return readInto(fd, u8, 0, m.length, m.offset);
+  } finally {
+    try { fs.closeSync(fd); } catch {}
+  }
+}
 /** Chunker state of the large files being read, by token. */
 const chunked = new Map();
 function chunkedBlock(m) {
@@ -119,7 +145,7 @@ function chunkedBlock(m) {
   }
   let n;
   try {
-    n = readBlock(m, m.offset === 0);
+    n = m.sparse && addon ? readSparseBlock(m) : readBlock(m, m.offset === 0);
   } catch (e) {
     chunked.delete(m.token);
     return { n: 0, error: e && e.code ? e.code : String(e && e.message || e) };
@@ -427,10 +453,13 @@ function warm(dir) {
   }
   for (const p of sub) warm(p);
 }
+${SLAB_SOURCE}
 parentPort.on('message', (m) => {
+  // The buffer lent with the request (shared: the reply does not send it back).
+  if (m.slab !== undefined) m.buf = slabOf(m);
   if (m.kind === 'warm') {
     for (const d of m.paths) warm(d);
-    parentPort.postMessage({ id: m.id, buf: null });
+    parentPort.postMessage({ id: m.id });
   } else if (m.kind === 'write') {
     const n = m.paths.length;
     const results = new Array(n).fill(null);
@@ -452,19 +481,19 @@ parentPort.on('message', (m) => {
       } catch (e) { results[i] = e && e.code ? e.code : String(e && e.message || e); }
     }
     for (const fd of packs.values()) try { fs.closeSync(fd); } catch {}
-    parentPort.postMessage({ id: m.id, buf: m.buf, results }, [m.buf]);
+    parentPort.postMessage({ id: m.id, results });
   } else if (m.kind === 'cblock') {
     const r = chunkedBlock(m);
-    parentPort.postMessage({ id: m.id, buf: m.buf, ...r }, [m.buf]);
+    parentPort.postMessage({ id: m.id, ...r });
   } else if (m.kind === 'cend') {
     chunked.delete(m.token);
-    parentPort.postMessage({ id: m.id, buf: null });
+    parentPort.postMessage({ id: m.id });
   } else if (m.kind === 'chunk') {
     const error = largeChunk(m);
-    parentPort.postMessage({ id: m.id, buf: m.buf, error }, m.buf ? [m.buf] : []);
+    parentPort.postMessage({ id: m.id, error });
   } else if (m.kind === 'finish') {
     const r = largeFinish(m);
-    parentPort.postMessage({ id: m.id, buf: null, n: r.end, error: r.error });
+    parentPort.postMessage({ id: m.id, n: r.end, error: r.error });
   } else if (m.kind === 'batch') {
     const buf = m.buf;
     const u8 = new Uint8Array(buf);
@@ -487,12 +516,12 @@ parentPort.on('message', (m) => {
       }
       off += size;
     }
-    parentPort.postMessage({ id: m.id, buf, lens, errors, ids }, [buf]);
+    parentPort.postMessage({ id: m.id, lens, errors, ids });
   } else {
     try {
-      parentPort.postMessage({ id: m.id, buf: m.buf, n: readBlock(m, m.check), error: null }, [m.buf]);
+      parentPort.postMessage({ id: m.id, n: readBlock(m, m.check), error: null });
     } catch (e) {
-      parentPort.postMessage({ id: m.id, buf: m.buf, n: 0, error: e && e.code ? e.code : String(e && e.message || e) }, [m.buf]);
+      parentPort.postMessage({ id: m.id, n: 0, error: e && e.code ? e.code : String(e && e.message || e) });
     }
   }
 });
@@ -551,7 +580,6 @@ export interface FileWriter {
 
 interface WorkerReply {
   id: number;
-  buf: ArrayBuffer | null;
   results?: (string | null)[];
   lens?: number[];
   errors?: (string | null)[];
@@ -569,8 +597,8 @@ export class IoPool {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private failure: unknown;
-  /** Read buffers handed back by recycle(). */
-  private readonly buffers: BufferPool;
+  /** Buffers lent to the threads (read buffers come back through recycle()). */
+  private readonly buffers: SharedBufferPool;
 
   /**
    * Up to `threads` threads, started on demand (a new one when every running
@@ -586,7 +614,7 @@ export class IoPool {
     /** For reads of a backup: chunk IDs (small files) and chunk boundaries (large files) computed on the threads. */
     hashing?: ChunkHashing,
   ) {
-    this.buffers = new BufferPool(16, bufferSize);
+    this.buffers = new SharedBufferPool(bufferSize);
     if (hashing !== undefined) {
       this.hashing = {
         key: new Uint8Array(hashing.hashKey),
@@ -637,7 +665,8 @@ export class IoPool {
     return w;
   }
 
-  private send(msg: Record<string, unknown>, transfer?: ArrayBuffer[], worker?: number): Promise<WorkerReply> {
+  /** Send a request to a thread (the least busy unless `worker`), lending it `buf`. */
+  private send(msg: Record<string, unknown>, buf?: SharedArrayBuffer, worker?: number): Promise<WorkerReply> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     const w = worker ?? this.pick();
     const id = this.nextId++;
@@ -645,7 +674,7 @@ export class IoPool {
       this.pending.set(id, { resolve, reject, worker: w });
       this.busy[w]!++;
       if (this.busy[w] === 1) this.workers[w]!.ref();
-      this.workers[w]!.postMessage({ ...msg, id }, transfer);
+      this.workers[w]!.postMessage(buf === undefined ? { ...msg, id } : { ...msg, ...this.buffers.lend(buf, w), id });
     });
   }
 
@@ -671,14 +700,14 @@ export class IoPool {
     let total = 0;
     for (const s of sizes) total += s;
     const buf = this.buffers.take(total);
-    const m = await this.send({ kind: 'batch', paths, sizes, buf }, [buf]);
+    const m = await this.send({ kind: 'batch', paths, sizes }, buf);
     const offsets = new Array<number>(sizes.length);
     let off = 0;
     for (let i = 0; i < sizes.length; i++) {
       offsets[i] = off;
       off += sizes[i]!;
     }
-    return { buf: Buffer.from(m.buf!), offsets, lens: m.lens!, errors: m.errors!, ids: m.ids };
+    return { buf: Buffer.from(buf), offsets, lens: m.lens!, errors: m.errors!, ids: m.ids };
   }
 
   /**
@@ -693,14 +722,14 @@ export class IoPool {
     return {
       read: async (offset, length) => {
         const buf = this.buffers.take(length);
-        const m = await this.send({ kind: 'cblock', token, path, offset, length, size, sparse, buf }, [buf], worker);
+        const m = await this.send({ kind: 'cblock', token, path, offset, length, size, sparse }, buf, worker);
         if (m.error) {
           ended = true;
-          this.buffers.give(m.buf!);
+          this.buffers.give(buf);
           return { buf: Buffer.alloc(0), error: m.error, cuts: [], ids: [] };
         }
         if (m.last) ended = true;
-        return { buf: Buffer.from(m.buf!, 0, m.n!), error: null, cuts: m.cuts!, ids: m.ids! };
+        return { buf: Buffer.from(buf, 0, m.n!), error: null, cuts: m.cuts!, ids: m.ids! };
       },
       close: () => {
         if (!ended && this.failure === undefined) this.send({ kind: 'cend', token }, undefined, worker).catch(() => undefined);
@@ -712,12 +741,12 @@ export class IoPool {
   /** Read up to `length` bytes at `offset` (fewer at the end of the file). `check`: verify it is still a regular file. */
   async readBlock(path: string, offset: number, length: number, check: boolean): Promise<BlockResult> {
     const buf = this.buffers.take(length);
-    const m = await this.send({ kind: 'block', path, offset, length, check, buf }, [buf]);
+    const m = await this.send({ kind: 'block', path, offset, length, check }, buf);
     if (m.error) {
-      this.buffers.give(m.buf!);
+      this.buffers.give(buf);
       return { buf: Buffer.alloc(0), error: m.error };
     }
-    return { buf: Buffer.from(m.buf!, 0, m.n!), error: null };
+    return { buf: Buffer.from(buf, 0, m.n!), error: null };
   }
 
   /**
@@ -725,12 +754,12 @@ export class IoPool {
    * to it any more: the next read reuses it.
    */
   recycle(buf: Buffer): void {
-    this.buffers.give(buf.buffer as ArrayBuffer);
+    this.buffers.give(buf.buffer as SharedArrayBuffer);
   }
 
   /**
-   * Create and write small files (their parent directories exist). `buf` is
-   * transferred (unusable afterwards). Per file: null, or an error code
+   * Create and write small files (their parent directories exist) from `parts`
+   * (copied into one buffer for the thread). Per file: null, or an error code
    * (EEXIST without overwrite, EISDIR, ENOSPC, ...).
    */
   async writeFiles(files: WriteSpec[], parts: Buffer[], total: number): Promise<(string | null)[]> {
@@ -774,8 +803,8 @@ export class IoPool {
         }
       }
     }
-    const m = await this.send({ kind: 'write', paths, nums, blobs, packs, buf: ab }, [ab]);
-    this.buffers.give(m.buf!);
+    const m = await this.send({ kind: 'write', paths, nums, blobs, packs }, ab);
+    this.buffers.give(ab);
     return m.results!;
   }
 
@@ -798,11 +827,11 @@ export class IoPool {
         const ab = this.buffers.take(c.stored.length);
         new Uint8Array(ab).set(c.stored);
         const m = await this.send(
-          { kind: 'chunk', fd, dir, sparse, pos: c.pos, bid: c.id, flags: c.flags, raw: c.rawLength, len: c.stored.length, buf: ab },
-          [ab],
+          { kind: 'chunk', fd, dir, sparse, pos: c.pos, bid: c.id, flags: c.flags, raw: c.rawLength, len: c.stored.length },
+          ab,
           worker,
         );
-        this.buffers.give(m.buf!);
+        this.buffers.give(ab);
         if (m.error) throw Object.assign(new Error(m.error), { code: m.error });
       },
       writeChunkFrom: async (pos, r) => {

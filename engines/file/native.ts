@@ -1,7 +1,8 @@
 /**
  * The file engine's native addon (native/scan.c, built by `npm ci` through
- * node-gyp; see scripts/build-native.mjs): directory scans for the backup walk
- * and exact (nanosecond) file times for restores. Undefined when it was not
+ * node-gyp; see scripts/build-native.mjs): directory scans for the backup walk,
+ * exact (nanosecond) file times for restores, and the holes of sparse files
+ * (SEEK_DATA) so that backups do not read them. Undefined when it was not
  * built or PERMAFROST_NO_NATIVE=1; callers then use node:fs.
  */
 import { existsSync } from 'node:fs';
@@ -14,6 +15,8 @@ export interface Addon {
   FIELDS: number;
   /** futimens (fd) or utimensat (path; AT_SYMLINK_NOFOLLOW when nofollow): 0 or an errno. */
   setTimes(target: number | string, aSec: number, aNsec: number, mSec: number, mNsec: number, nofollow: boolean): number;
+  /** lseek SEEK_DATA: the first data at or after offset; -1 none (a hole to the end), -2 not known. */
+  seekData(fd: number, offset: number): number;
 }
 
 const ADDON = 'engines/file/native/build/Release/pfscan.node';
@@ -44,7 +47,7 @@ function load(): { addon: Addon; path: string } | undefined {
     if (!existsSync(path)) continue;
     try {
       const m = require(path) as Addon;
-      if (typeof m.scan === 'function' && typeof m.setTimes === 'function') return { addon: m, path };
+      if (typeof m.scan === 'function' && typeof m.setTimes === 'function' && typeof m.seekData === 'function') return { addon: m, path };
     } catch {
       /* next */
     }

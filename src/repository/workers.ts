@@ -6,9 +6,10 @@
  * Blobs are copied into a batch buffer as they come (so the caller's buffer is
  * free once pack() returns) and sent in batches: 100k small files do not cost
  * 100k messages. The main thread owns every big buffer: it lends a batch's
- * input and an output buffer sized for the worst case to the worker, which
- * writes the stored forms into it and sends both back; the results are handed
- * to the caller's sink synchronously and the buffers are reused. Memory freed
+ * input and an output buffer sized for the worst case to the worker (shared
+ * buffers named by number, see SharedBufferPool), which writes the stored
+ * forms into it and replies with their lengths; the results are handed to the
+ * caller's sink synchronously and the buffers are reused. Memory freed
  * on another thread than the one that allocated it stays in that thread's
  * malloc arena, and fresh multi-MiB buffers wait for a full GC: reuse keeps
  * the resident size flat.
@@ -16,7 +17,7 @@
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { BufferPool } from '../util/buffers.js';
+import { SLAB_SOURCE, SharedBufferPool } from '../util/buffers.js';
 
 /**
  * Receives one blob's stored form (flags bit 0: zstd-compressed). `stored` is
@@ -46,11 +47,12 @@ const binding = require(workerData.bindingPath);
 const cctx = new binding.CCtx();
 cctx.setParameter(binding.CParameter.compressionLevel, workerData.level);
 const encKey = workerData.encKey ? Buffer.from(workerData.encKey) : undefined;
+${SLAB_SOURCE}
 let scratch = Buffer.alloc(0);
 const SLICE = 64 << 10;
 parentPort.on('message', (msg) => {
-  const input = Buffer.from(msg.input);
-  const out = Buffer.from(msg.out);
+  const input = Buffer.from(slabOf(msg.input));
+  const out = Buffer.from(slabOf(msg.out));
   const lens = []; const flags = [];
   let off = 0; let p = 0;
   for (const len of msg.lens) {
@@ -83,7 +85,7 @@ parentPort.on('message', (msg) => {
     }
     p += n; lens.push(n); flags.push(f);
   }
-  parentPort.postMessage({ id: msg.id, input: msg.input, out: msg.out, lens, flags }, [msg.input, msg.out]);
+  parentPort.postMessage({ id: msg.id, lens, flags });
 });
 `;
 
@@ -95,7 +97,9 @@ interface Item {
 }
 
 interface Batch {
-  input: ArrayBuffer;
+  input: SharedArrayBuffer;
+  /** The output buffer, once dispatched. */
+  out?: SharedArrayBuffer;
   used: number;
   bound: number;
   items: Item[];
@@ -103,8 +107,6 @@ interface Batch {
 
 interface Result {
   id: number;
-  input: ArrayBuffer;
-  out: ArrayBuffer;
   lens: number[];
   flags: number[];
 }
@@ -117,17 +119,17 @@ export class CompressPool {
   #batch?: Batch;
   #scheduled = false;
   #closed = false;
-  #buffers: BufferPool;
+  #buffers: SharedBufferPool;
   #compressBound: (n: number) => number;
 
   constructor(level: number, encKey: Buffer | undefined, threads = Math.max(1, availableParallelism())) {
     const require = createRequire(import.meta.url);
     const bindingPath = require.resolve('zstd-napi/binding');
     this.#compressBound = (require(bindingPath) as { compressBound(n: number): number }).compressBound;
-    // Per batch in flight: an input and an output buffer.
-    // Two per batch in flight; the bytes in flight are bounded by the callers
-    // (the file engine: 16 MiB of plaintext), so the pool stays about that small.
-    this.#buffers = new BufferPool(16, BUFFER_SIZE);
+    // Two per batch in flight (input and output, lent to the worker without transfers);
+    // the bytes in flight are bounded by the callers (the file engine: 16 MiB of
+    // plaintext), so the pool stays about that small.
+    this.#buffers = new SharedBufferPool(BUFFER_SIZE);
     for (let i = 0; i < threads; i++) {
       const w = new Worker(workerSource, {
         eval: true,
@@ -186,8 +188,9 @@ export class CompressPool {
     this.#inflight.set(id, { batch: b, worker: w });
     this.#busy[w]! += b.used;
     this.#workers[w]!.ref();
-    const out = this.#buffers.take(b.bound);
-    this.#workers[w]!.postMessage({ id, input: b.input, out, lens: b.items.map((it) => it.len) }, [b.input, out]);
+    const out = (b.out = this.#buffers.take(b.bound));
+    const buffers = this.#buffers;
+    this.#workers[w]!.postMessage({ id, input: buffers.lend(b.input, w), out: buffers.lend(out, w), lens: b.items.map((it) => it.len) });
   }
 
   #onResult(worker: number, m: Result): void {
@@ -196,7 +199,7 @@ export class CompressPool {
     this.#inflight.delete(m.id);
     this.#busy[worker]! -= entry.batch.used;
     if (this.#busy[worker] === 0) this.#workers[worker]!.unref();
-    const out = Buffer.from(m.out);
+    const out = Buffer.from(entry.batch.out!);
     let off = 0;
     entry.batch.items.forEach((it, i) => {
       const len = m.lens[i]!;
@@ -209,8 +212,8 @@ export class CompressPool {
       off += len;
     });
     // Every sink has copied what it keeps.
-    this.#buffers.give(m.input);
-    this.#buffers.give(m.out);
+    this.#buffers.give(entry.batch.input);
+    this.#buffers.give(entry.batch.out!);
     this.#dispatchIfRoom();
   }
 

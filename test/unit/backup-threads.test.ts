@@ -4,11 +4,12 @@
 // same root tree, and the second of them must store nothing new. Files are shaped around the
 // edges of the block reads (4 MiB) and of the chunker (512 KiB min, 8 MiB max).
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupTree } from '../../engines/file/backup.js';
+import { addon } from '../../engines/file/native.js';
 import { Repository } from '../../src/repository/repository.js';
 import { keyFile } from '../helpers/keyfile.js';
 import { MemStorage } from '../helpers/memstorage.js';
@@ -92,5 +93,41 @@ describe.each([
     expect(m2.stats.blobsNew).toBe(0);
     await repo.close();
     await repo2.close();
+  }, 60_000);
+});
+
+/** Bytes this process has read through read(2)-like calls so far (all threads). */
+function readChars(): number {
+  const m = /^rchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'));
+  return Number(m![1]);
+}
+
+describe('sparse files on reader threads', () => {
+  it.skipIf(addon === undefined)('skips the holes (SEEK_DATA): a 256 MiB file with 2 MiB of data costs about 2 MiB of reads, and restores the same', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pf-holes-'));
+    try {
+      const path = join(dir, 'disk.raw');
+      const fd = openSync(path, 'w');
+      const a = randomBytes(MiB);
+      const b = text(MiB, 3);
+      writeSync(fd, a, 0, MiB, 5 * MiB + 4096); // inside a block, not aligned to it
+      writeSync(fd, b, 0, MiB, 100 * MiB - 512 * 1024); // across a block boundary
+      closeSync(fd);
+      truncateSync(path, 256 * MiB);
+      const repo = await Repository.init(new MemStorage());
+      const before = readChars();
+      const res = await backupTree(dir, { readers: 2 }, memContext(repo));
+      await repo.flush();
+      const read = readChars() - before;
+      expect(res.stats.errors).toBe(0);
+      expect(read).toBeLessThan(24 * MiB);
+      // The main thread alone reads everything (zeros included) and must agree.
+      const main = await backupTree(dir, { readers: 0 }, memContext(repo));
+      expect(main.root).toBe(res.root);
+      expect(main.stats.blobsNew).toBe(0);
+      await repo.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 });

@@ -235,12 +235,35 @@ static napi_value set_times(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * seekData(fd, offset): lseek(fd, offset, SEEK_DATA), the start of the first
+ * data at or after offset. -1: none (ENXIO: only a hole up to the end);
+ * -2: not known (the filesystem does not say, or another error): read it.
+ */
+static napi_value seek_data(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  int32_t fd;
+  int64_t off;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &off) != napi_ok || off < 0) {
+    napi_throw_type_error(env, NULL, "seekData(fd, offset): bad arguments");
+    return NULL;
+  }
+  off_t r = lseek(fd, (off_t)off, SEEK_DATA);
+  double v = r >= 0 ? (double)r : (errno == ENXIO ? -1 : -2);
+  napi_create_double(env, v, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn, fields;
   napi_create_function(env, "scan", NAPI_AUTO_LENGTH, scan, NULL, &fn);
   napi_set_named_property(env, exports, "scan", fn);
   napi_create_function(env, "setTimes", NAPI_AUTO_LENGTH, set_times, NULL, &fn);
   napi_set_named_property(env, exports, "setTimes", fn);
+  napi_create_function(env, "seekData", NAPI_AUTO_LENGTH, seek_data, NULL, &fn);
+  napi_set_named_property(env, exports, "seekData", fn);
   napi_create_int32(env, FIELDS, &fields);
   napi_set_named_property(env, exports, "FIELDS", fields);
   return exports;
