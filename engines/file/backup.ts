@@ -31,6 +31,7 @@ import { compileExcludes, type PathMatcher } from './select.js';
 import { type DirEntry, type EntryStat, type Listing, type RawListing, RAW_DEV, RAW_ERRNO, RAW_FIELDS, RAW_MODE, RAW_SIZE, entryStat, listingFingerprint, nativeEntriesOf, nativeScanner, scanDir } from './scan.js';
 import { type CachedDir, loadDirCache, saveDirCache } from './dircache.js';
 import { Blake3Hasher } from '../../src/util/blake3.js';
+import { concatBytes } from '../../src/util/native.js';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
 import { Semaphore } from './limit.js';
 import { IoPool, type BlockResult, type ChunkedBlock, type ChunkedReader } from './iopool.js';
@@ -1180,7 +1181,7 @@ class TreeBackup {
         if (known === null) holes.push([chunkAt, partsLen]);
         else if (known !== undefined && this.repo.has(known)) content.push(known);
         else {
-          const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts, partsLen);
+          const data = parts.length === 1 ? parts[0]! : concatBytes(parts, partsLen);
           if (known === undefined && sparse && isZero(data)) holes.push([chunkAt, partsLen]);
           else content.push(this.saveData(data, known));
         }

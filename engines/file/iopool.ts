@@ -26,7 +26,7 @@ import { SLAB_SOURCE, SharedBufferPool } from '../../src/util/buffers.js';
 import { DECODER_SOURCE, INTEGRITY_PREFIX, type BlobCodec, type StoredRef } from '../../src/repository/decode.js';
 import { blake3Path } from '../../src/util/blake3.js';
 import { constants as osConstants } from 'node:os';
-import { addonPath } from './native.js';
+import { addonPath } from '../../src/util/native.js';
 import { CHUNKER_SOURCE, gearTable, type ChunkerOptions } from './chunker.js';
 
 /** Result of one small-file batch: all contents back to back; per file the bytes read, or an error code. */
@@ -125,7 +125,7 @@ function readSparseBlock(m) {
     const u8 = new Uint8Array(m.buf);
     if (data === -1 || data >= m.offset + m.length) {
       const n = Math.max(0, Math.min(m.length, st.size - m.offset));
-      u8.fill(0, 0, n);
+      addon.zero(u8.subarray(0, n));
       return n;
     }
     return readInto(fd, u8, 0, m.length, m.offset);

@@ -15,7 +15,7 @@ import { constants as osConstants } from 'node:os';
 import * as fs from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import { compareNames } from './tree.js';
-import { addon, type Addon } from './native.js';
+import { addon, type Addon } from '../../src/util/native.js';
 
 /** What the walk keeps of an entry's lstat. Times in nanoseconds and the inode as exact decimal strings. */
 export interface EntryStat {

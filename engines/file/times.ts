@@ -5,7 +5,7 @@
  * Without the addon, node:fs is used (times then exact to about a microsecond).
  */
 import * as fs from 'node:fs';
-import { addon } from './native.js';
+import { addon } from '../../src/util/native.js';
 import { errnoError } from './scan.js';
 
 /** [seconds, nanoseconds in 0..999999999] of a decimal nanosecond count (negative before 1970). */

@@ -198,7 +198,7 @@ function buildPermafrost(mode: Options['pfBuild'], logDir: string): Build {
  * times): without it Permafrost runs on node:fs, slower, and the table must say so.
  */
 function nativeOf(outDir: string): string {
-  const mod = join(outDir, 'engines/file/native.js');
+  const mod = join(outDir, 'src/util/native.js');
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(pathToFileURL(mod).href)}); console.log(m.addonPath ?? '');`], { encoding: 'utf8' });
   const path = (r.stdout ?? '').trim();
   if (path) return 'native scanner loaded';

@@ -14,6 +14,7 @@ import type { StagedObject, Storage } from '../storage/storage.js';
 import type { BlobType } from './types.js';
 import { decodeStructured, encodeStructured, plainHash } from './crypto.js';
 import type { BufferPool } from '../util/buffers.js';
+import { copyInto } from '../util/native.js';
 
 export const PACK_MAGIC = Buffer.from('PFPK');
 const TRAILER = 8;
@@ -84,7 +85,8 @@ export class PackBuilder {
       if (data.length >= STAGE_BUFFER) this.#appendStaged(data);
       else {
         this.#buf ??= Buffer.from(this.buffers.take(STAGE_BUFFER));
-        this.#buf.set(data, this.#used);
+        // Stored blobs come from the compression workers' shared buffers: memcpy, not TypedArray.set.
+        copyInto(this.#buf, this.#used, data);
         this.#used += data.length;
       }
     } else {
@@ -98,7 +100,7 @@ export class PackBuilder {
         }
         buf = this.#buf = grown;
       }
-      buf.set(data, this.#used);
+      copyInto(buf, this.#used, data);
       this.#used = need;
     }
     this.#size += data.length;

@@ -18,6 +18,7 @@ import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { SLAB_SOURCE, SharedBufferPool } from '../util/buffers.js';
+import { addonPath, copyInto } from '../util/native.js';
 
 /**
  * Receives one blob's stored form (flags bit 0: zstd-compressed). `stored` is
@@ -48,6 +49,12 @@ const cctx = new binding.CCtx();
 cctx.setParameter(binding.CParameter.compressionLevel, workerData.level);
 const encKey = workerData.encKey ? Buffer.from(workerData.encKey) : undefined;
 ${SLAB_SOURCE}
+// Copies into the shared output buffer: memcpy through the addon when it is there.
+const addon = workerData.addonPath ? require(workerData.addonPath) : null;
+function put(out, at, src) {
+  if (addon) addon.copy(out, at, src); else src.copy(out, at);
+  return src.length;
+}
 let scratch = Buffer.alloc(0);
 const SLICE = 64 << 10;
 parentPort.on('message', (msg) => {
@@ -64,7 +71,7 @@ parentPort.on('message', (msg) => {
         n = cctx.compress2(out.subarray(p), raw);
         if (n < len) f = 1;
       }
-      if (f === 0) { raw.copy(out, p); n = len; }
+      if (f === 0) n = put(out, p, raw);
     } else {
       let body = raw;
       if (len >= 64) {
@@ -78,9 +85,9 @@ parentPort.on('message', (msg) => {
       let q = p + 12;
       // In slices: update() returns a new buffer, and small short-lived ones are
       // reused by this thread's allocator instead of piling up multi-MiB garbage.
-      for (let i = 0; i < body.length; i += SLICE) q += cipher.update(body.subarray(i, i + SLICE)).copy(out, q);
-      q += cipher.final().copy(out, q);
-      q += cipher.getAuthTag().copy(out, q);
+      for (let i = 0; i < body.length; i += SLICE) q += put(out, q, cipher.update(body.subarray(i, i + SLICE)));
+      q += put(out, q, cipher.final());
+      q += put(out, q, cipher.getAuthTag());
       n = q - p;
     }
     p += n; lens.push(n); flags.push(f);
@@ -98,6 +105,7 @@ interface Item {
 
 interface Batch {
   input: SharedArrayBuffer;
+  view: Uint8Array;
   /** The output buffer, once dispatched. */
   out?: SharedArrayBuffer;
   used: number;
@@ -133,7 +141,7 @@ export class CompressPool {
     for (let i = 0; i < threads; i++) {
       const w = new Worker(workerSource, {
         eval: true,
-        workerData: { bindingPath, level, encKey: encKey ? new Uint8Array(encKey) : undefined },
+        workerData: { bindingPath, addonPath, level, encKey: encKey ? new Uint8Array(encKey) : undefined },
         resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB },
       });
       w.unref();
@@ -157,8 +165,11 @@ export class CompressPool {
       this.#dispatch();
       b = undefined;
     }
-    if (b === undefined) b = this.#batch = { input: this.#buffers.take(len), used: 0, bound: 0, items: [] };
-    new Uint8Array(b.input, b.used, len).set(data);
+    if (b === undefined) {
+      const input = this.#buffers.take(len);
+      b = this.#batch = { input, view: new Uint8Array(input), used: 0, bound: 0, items: [] };
+    }
+    copyInto(b.view, b.used, data);
     b.used += len;
     b.bound += this.#compressBound(len) + SEAL_OVERHEAD;
     const done = new Promise<number>((resolve, reject) => b.items.push({ len, sink, resolve, reject }));

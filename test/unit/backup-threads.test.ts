@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupTree } from '../../engines/file/backup.js';
-import { addon } from '../../engines/file/native.js';
+import { addon } from '../../src/util/native.js';
 import { Repository } from '../../src/repository/repository.js';
 import { keyFile } from '../helpers/keyfile.js';
 import { MemStorage } from '../helpers/memstorage.js';

@@ -7,7 +7,9 @@ import { newMasterKeyHex } from '../../src/repository/crypto.js';
 import { PackBuilder, packKey, parsePack } from '../../src/repository/pack.js';
 import { Repository } from '../../src/repository/repository.js';
 import { LocalStorage } from '../../src/storage/local.js';
-import { BufferPool } from '../../src/util/buffers.js';
+import { BufferPool, SLAB_SOURCE, SharedBufferPool } from '../../src/util/buffers.js';
+import { addon, concatBytes, copyInto } from '../../src/util/native.js';
+import { Worker } from 'node:worker_threads';
 import { MemStorage } from '../helpers/memstorage.js';
 
 describe('BufferPool', () => {
@@ -103,5 +105,60 @@ describe.each([
     await repo.flush();
     for (const [i, id] of ids.entries()) expect((await repo.loadBlob('data', id)).equals(originals[i]!)).toBe(true);
     await repo.close();
+  });
+});
+
+describe('SharedBufferPool', () => {
+  it('reuses buffers by class, ignores a second give and foreign buffers', () => {
+    const pool = new SharedBufferPool(1024);
+    const a = pool.take(10);
+    expect(a).toBeInstanceOf(SharedArrayBuffer);
+    expect(a.byteLength).toBe(1024);
+    pool.give(a);
+    pool.give(a);
+    pool.give(new SharedArrayBuffer(1024));
+    expect(pool.take(1000)).toBe(a);
+    expect(pool.take(1000)).not.toBe(a);
+    expect(pool.allocated).toBe(2048);
+  });
+
+  it('sends a buffer to each thread once, then only its number, and the thread writes the same memory', async () => {
+    const pool = new SharedBufferPool(64);
+    const b = pool.take(64);
+    const first = pool.lend(b, 0);
+    expect(first.sab).toBe(b);
+    expect(pool.lend(b, 0)).toEqual({ slab: first.slab });
+    expect(pool.lend(b, 1).sab).toBe(b);
+    const w = new Worker(`const { parentPort } = require('node:worker_threads');${SLAB_SOURCE}
+      parentPort.on('message', (m) => { const u = new Uint8Array(slabOf(m)); u[0] += m.add; parentPort.postMessage(u[0]); });`, { eval: true });
+    try {
+      const ask = (m: object) => new Promise((r) => { w.once('message', r); w.postMessage(m); });
+      const pool2 = new SharedBufferPool(64);
+      const c = pool2.take(1);
+      expect(await ask({ ...pool2.lend(c, 0), add: 5 })).toBe(5);
+      expect(await ask({ ...pool2.lend(c, 0), add: 2 })).toBe(7);
+      expect(new Uint8Array(c)[0]).toBe(7);
+    } finally {
+      await w.terminate();
+    }
+  });
+});
+
+describe('native copies', () => {
+  it.skipIf(addon === undefined)('copy and zero work on shared and plain buffers and refuse to overflow', () => {
+    const dst = Buffer.from(new SharedArrayBuffer(32));
+    const src = randomBytes(20);
+    copyInto(dst, 5, src);
+    expect(dst.subarray(5, 25).equals(src)).toBe(true);
+    expect(() => addon!.copy(dst, 13, src)).toThrow(RangeError);
+    expect(() => addon!.copy(dst, -1, src)).toThrow(RangeError);
+    addon!.zero(dst.subarray(0, 10));
+    expect(dst.subarray(0, 10).equals(Buffer.alloc(10))).toBe(true);
+    expect(dst.subarray(10, 25).equals(src.subarray(5))).toBe(true);
+  });
+
+  it('concatBytes equals Buffer.concat', () => {
+    const parts = [randomBytes(3), Buffer.from(new SharedArrayBuffer(7)), randomBytes(0), randomBytes(100)];
+    expect(concatBytes(parts, 110).equals(Buffer.concat(parts))).toBe(true);
   });
 });

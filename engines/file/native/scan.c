@@ -13,6 +13,10 @@
  * left out). stats: FIELDS doubles per entry, in the same order (see below;
  * field 0 is the entry's lstat errno, 0 when it succeeded). Every value fits
  * a double exactly; the inode number is split into two 32-bit halves.
+ *
+ * Also: setTimes (exact restore times), seekData (the holes of sparse files,
+ * so that backups do not read them), copy and zero (memcpy/memset on typed
+ * arrays: V8 moves bytes of SharedArrayBuffers with slower relaxed atomics).
  */
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -256,6 +260,60 @@ static napi_value seek_data(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* The bytes of a typed array argument (any kind, shared or not). */
+static bool bytes_of(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  napi_typedarray_type type;
+  size_t length, offset;
+  napi_value ab;
+  void *p;
+  bool is;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  if (napi_get_typedarray_info(env, v, &type, &length, &p, &ab, &offset) != napi_ok) return false;
+  if (type != napi_uint8_array && type != napi_int8_array && type != napi_uint8_clamped_array) return false;
+  *data = (uint8_t *)p;
+  *len = length;
+  return true;
+}
+
+/*
+ * copy(dst, at, src): memcpy(dst + at, src, src.length). V8 copies into and
+ * out of SharedArrayBuffers with relaxed atomic word moves (no vector
+ * instructions), about half the speed of memcpy on data out of cache.
+ */
+static napi_value copy_bytes(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  uint8_t *dst, *src;
+  size_t dlen, slen;
+  int64_t at;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3 || !bytes_of(env, argv[0], &dst, &dlen) || napi_get_value_int64(env, argv[1], &at) != napi_ok || !bytes_of(env, argv[2], &src, &slen)) {
+    napi_throw_type_error(env, NULL, "copy(dst, at, src): bad arguments");
+    return NULL;
+  }
+  if (at < 0 || (uint64_t)at > dlen || slen > dlen - (size_t)at) {
+    napi_throw_range_error(env, NULL, "copy: source does not fit");
+    return NULL;
+  }
+  if (slen > 0) memmove(dst + at, src, slen);
+  return NULL;
+}
+
+/* zero(dst): memset(dst, 0, dst.length). */
+static napi_value zero_bytes(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  uint8_t *dst;
+  size_t dlen;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || !bytes_of(env, argv[0], &dst, &dlen)) {
+    napi_throw_type_error(env, NULL, "zero(dst): bad arguments");
+    return NULL;
+  }
+  if (dlen > 0) memset(dst, 0, dlen);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn, fields;
   napi_create_function(env, "scan", NAPI_AUTO_LENGTH, scan, NULL, &fn);
@@ -264,6 +322,10 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "setTimes", fn);
   napi_create_function(env, "seekData", NAPI_AUTO_LENGTH, seek_data, NULL, &fn);
   napi_set_named_property(env, exports, "seekData", fn);
+  napi_create_function(env, "copy", NAPI_AUTO_LENGTH, copy_bytes, NULL, &fn);
+  napi_set_named_property(env, exports, "copy", fn);
+  napi_create_function(env, "zero", NAPI_AUTO_LENGTH, zero_bytes, NULL, &fn);
+  napi_set_named_property(env, exports, "zero", fn);
   napi_create_int32(env, FIELDS, &fields);
   napi_set_named_property(env, exports, "FIELDS", fields);
   return exports;
