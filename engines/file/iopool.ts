@@ -26,7 +26,7 @@ import { SLAB_SOURCE, SharedBufferPool } from '../../src/util/buffers.js';
 import { DECODER_SOURCE, INTEGRITY_PREFIX, type BlobCodec, type StoredRef } from '../../src/repository/decode.js';
 import { blake3Path } from '../../src/util/blake3.js';
 import { constants as osConstants } from 'node:os';
-import { addonPath } from '../../src/util/native.js';
+import { addonPath, copyInto } from '../../src/util/native.js';
 import { CHUNKER_SOURCE, gearTable, type ChunkerOptions } from './chunker.js';
 
 /** Result of one small-file batch: all contents back to back; per file the bytes read, or an error code. */
@@ -767,7 +767,7 @@ export class IoPool {
     const u8 = new Uint8Array(ab);
     let off = 0;
     for (const p of parts) {
-      u8.set(p, off);
+      copyInto(u8, off, p);
       off += p.length;
     }
     // Columns, not objects: structured clone of 64 objects costs ~3x more.
@@ -825,7 +825,7 @@ export class IoPool {
     return {
       writeChunk: async (c) => {
         const ab = this.buffers.take(c.stored.length);
-        new Uint8Array(ab).set(c.stored);
+        copyInto(new Uint8Array(ab), 0, c.stored);
         const m = await this.send(
           { kind: 'chunk', fd, dir, sparse, pos: c.pos, bid: c.id, flags: c.flags, raw: c.rawLength, len: c.stored.length },
           ab,
