@@ -38,6 +38,12 @@ const BUFFER_SIZE = BATCH_BYTES + (128 << 10);
  * of tiny batches would otherwise tie up two buffers each.
  */
 const BATCHES_PER_WORKER = 2;
+/**
+ * How long a partial batch waits for more blobs before it is sent (when a worker has room). An
+ * incremental backup saves a few thousand small trees and files one by one; sent at the next
+ * turn of the event loop each was a batch of its own (a message and a worker wake-up each).
+ */
+const PARTIAL_WAIT_MS = 2;
 /** Young-generation cap of a worker's V8 heap: the workers allocate little JavaScript. */
 const WORKER_YOUNG_MB = 4;
 
@@ -176,10 +182,10 @@ export class CompressPool {
     if (b.used >= BATCH_BYTES || b.items.length >= BATCH_BLOBS) this.#dispatch();
     else if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => {
+      setTimeout(() => {
         this.#scheduled = false;
         this.#dispatchIfRoom();
-      });
+      }, PARTIAL_WAIT_MS);
     }
     return done;
   }
