@@ -101,32 +101,26 @@ function blobId(u8) {
 function allZero(b) {
   return zeroRunEnd(b, 0, b.length) === b.length;
 }
-/** Read m.length bytes at m.offset of m.path into m.buf (check: it must still be a regular file); returns the count. */
+/**
+ * Read m.length bytes at m.offset of m.path into m.buf (check: it must still be a regular file);
+ * returns the count. With m.sparse and the addon, a block that lies in a hole (SEEK_DATA says
+ * the next data starts after it) is zeros without a read, so the kernel neither zeroes
+ * page-cache pages for it nor copies them (a 1 GiB file with 4 MiB of data costs 4 MiB of reads).
+ */
 function readBlock(m, check) {
   const fd = fs.openSync(m.path, flags);
   try {
-    if (check && !fs.fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ECHANGED' });
-    return readInto(fd, new Uint8Array(m.buf), 0, m.length, m.offset);
-  } finally {
-    try { fs.closeSync(fd); } catch {}
-  }
-}
-/**
- * readBlock for a sparse file: a block that lies in a hole (SEEK_DATA says the next data
- * starts after it) is zeros without a read, so the kernel neither zeroes page-cache pages
- * for it nor copies them (a 1 GiB file with 4 MiB of data costs 4 MiB of reads).
- */
-function readSparseBlock(m) {
-  const fd = fs.openSync(m.path, flags);
-  try {
-    const st = fs.fstatSync(fd);
-    if (m.offset === 0 && !st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ECHANGED' });
-    const data = addon.seekData(fd, m.offset);
+    const holes = m.sparse === true && addon !== null;
+    const st = check || holes ? fs.fstatSync(fd) : undefined;
+    if (check && !st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ECHANGED' });
     const u8 = new Uint8Array(m.buf);
-    if (data === -1 || data >= m.offset + m.length) {
-      const n = Math.max(0, Math.min(m.length, st.size - m.offset));
-      addon.zero(u8.subarray(0, n));
-      return n;
+    if (holes) {
+      const data = addon.seekData(fd, m.offset);
+      if (data === -1 || data >= m.offset + m.length) {
+        const n = Math.max(0, Math.min(m.length, st.size - m.offset));
+        addon.zero(u8.subarray(0, n));
+        return n;
+      }
     }
     return readInto(fd, u8, 0, m.length, m.offset);
   } finally {
@@ -145,7 +139,7 @@ function chunkedBlock(m) {
   }
   let n;
   try {
-    n = m.sparse && addon ? readSparseBlock(m) : readBlock(m, m.offset === 0);
+    n = readBlock(m, m.offset === 0);
   } catch (e) {
     chunked.delete(m.token);
     return { n: 0, error: e && e.code ? e.code : String(e && e.message || e) };

@@ -1,6 +1,14 @@
+/** The power-of-two size class (at least `minSize`) that holds `n` bytes. */
+function sizeClass(n: number, minSize: number): number {
+  let size = Math.max(1, minSize);
+  while (size < n) size *= 2;
+  return size;
+}
+
 /**
- * Reusable ArrayBuffers for the big, short-lived buffers of a backup (batches
- * sent to worker threads and back, packs being filled and written).
+ * Reusable ArrayBuffers for the big, short-lived buffers of the main thread
+ * (packs being filled and written; buffers lent to worker threads come from
+ * SharedBufferPool below).
  *
  * Why: a buffer that lives through a few young-generation collections is only
  * freed by a full collection, which V8 starts late (after tens of MiB of
@@ -24,8 +32,7 @@ export class BufferPool {
 
   /** A buffer of at least `n` bytes (contents undefined). */
   take(n: number): ArrayBuffer {
-    let size = Math.max(1, this.minSize);
-    while (size < n) size *= 2;
+    const size = sizeClass(n, this.minSize);
     return this.#free.get(size)?.pop() ?? new ArrayBuffer(size);
   }
 
@@ -72,8 +79,7 @@ export class SharedBufferPool {
 
   /** A buffer of at least `n` bytes (contents undefined). */
   take(n: number): SharedArrayBuffer {
-    let size = Math.max(1, this.minSize);
-    while (size < n) size *= 2;
+    const size = sizeClass(n, this.minSize);
     const b = this.#free.get(size)?.pop();
     if (b !== undefined) {
       this.#isFree.delete(b);

@@ -103,6 +103,7 @@ function readChars(): number {
 }
 
 describe('sparse files on reader threads', () => {
+  if (addon === undefined) console.warn('[backup-threads] skipping: the native addon is not built (engines/file/native; npm run install)');
   it.skipIf(addon === undefined)('skips the holes (SEEK_DATA): a 256 MiB file with 2 MiB of data costs about 2 MiB of reads, and restores the same', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pf-holes-'));
     try {

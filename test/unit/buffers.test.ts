@@ -145,6 +145,7 @@ describe('SharedBufferPool', () => {
 });
 
 describe('native copies', () => {
+  if (addon === undefined) console.warn('[buffers] skipping: the native addon is not built (engines/file/native; npm run install)');
   it.skipIf(addon === undefined)('copy and zero work on shared and plain buffers and refuse to overflow', () => {
     const dst = Buffer.from(new SharedArrayBuffer(32));
     const src = randomBytes(20);
