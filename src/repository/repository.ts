@@ -179,6 +179,15 @@ export class Repository implements BlobStore {
   #failure?: unknown;
   #lock?: RepoLock;
   #indexLoaded = false;
+  /** The local index cache of this session (see loadIndex), when it has one. */
+  #cachePath?: string;
+  /**
+   * The local index cache is behind what this session knows: loadIndex read index files it did
+   * not cover, or this session wrote some. close() rewrites it.
+   */
+  #cacheBehind = false;
+  /** An index file was written from outside (prune, rebuild): the session's index is not cached. */
+  #cacheOff = false;
 
   private constructor(
     readonly storage: Storage,
@@ -264,14 +273,16 @@ export class Repository implements BlobStore {
    * Load every index file (once). With onError, unreadable index files are
    * reported and skipped (check, repair): then every file is read, never the
    * local cache. Otherwise the index files the local cache covers come from
-   * it, the others from the repository, and the cache is rewritten when it
-   * missed any.
+   * it, the others from the repository, and close() rewrites the cache when
+   * it missed any or this session wrote index files (so a backup's own index
+   * file is covered: the next session reads none).
    */
   async loadIndex(onError?: (id: string, err: unknown) => void): Promise<void> {
     if (this.#indexLoaded) return;
     let ids: string[] = [];
     for await (const o of this.storage.list('index/')) ids.push(o.key.slice('index/'.length));
     const cachePath = this.opts.cacheDir && !onError ? indexCachePath(this.opts.cacheDir, this.config.id) : undefined;
+    this.#cachePath = cachePath;
     let fromCache = 0;
     if (cachePath !== undefined && ids.length > 0) {
       const covered = loadIndexCache(cachePath, this.keys.hashKey, this.index, new Set(ids));
@@ -300,18 +311,20 @@ export class Repository implements BlobStore {
       ),
     );
     this.#indexLoaded = true;
-    if (cachePath !== undefined && ids.length > 0 && this.index.files.size > 0) {
-      try {
-        saveIndexCache(cachePath, this.keys.hashKey, this.index);
-      } catch (err) {
-        log.debug(`index cache not written (${(err as Error).message})`);
-      }
-    }
+    if (ids.length > 0) this.#cacheBehind = true;
     log.debug(`index: ${this.index.size} blobs, ${fromCache} index files from the local cache, ${ids.length} read`);
   }
 
-  /** Write an index file naming the given packs. Returns its ID. */
-  async writeIndex(packs: { id: string; blobs: PackEntry[] }[]): Promise<string> {
+  /**
+   * Write an index file naming the given packs (prune, rebuild). Returns its ID. The session's
+   * index in memory no longer matches the index files then: it is not cached.
+   */
+  writeIndex(packs: { id: string; blobs: PackEntry[] }[]): Promise<string> {
+    this.#cacheOff = true;
+    return this.#putIndex(packs);
+  }
+
+  async #putIndex(packs: { id: string; blobs: PackEntry[] }[]): Promise<string> {
     const data = encodeStructured(this.keys.encKey, { version: 1, packs } satisfies IndexFile);
     const id = plainHash(data);
     await this.storage.put(`index/${id}`, data);
@@ -423,9 +436,26 @@ export class Repository implements BlobStore {
     this.#writtenBlobs = 0;
     if (packs.length === 0) return;
     try {
-      await this.writeIndex(packs);
+      await this.#putIndex(packs);
     } catch (err) {
       throw fromSystemError(err, `cannot write index to ${this.storage.location}`);
+    }
+    this.#cacheBehind = true;
+  }
+
+  /**
+   * Rewrite the local index cache when it is behind and the index in memory is exactly what the
+   * index files in index.files name: no failure, no pack durable but not yet in an index file
+   * (#written), none still uploading (its blobs would join the index later).
+   */
+  #saveCache(): void {
+    if (!this.#cacheBehind || this.#cacheOff || this.#cachePath === undefined || this.#failure !== undefined) return;
+    if (this.#written.length > 0 || this.#uploads.size > 0 || this.index.files.size === 0) return;
+    this.#cacheBehind = false;
+    try {
+      saveIndexCache(this.#cachePath, this.keys.hashKey, this.index);
+    } catch (err) {
+      log.debug(`index cache not written (${(err as Error).message})`);
     }
   }
 
@@ -589,6 +619,7 @@ export class Repository implements BlobStore {
   async close(): Promise<void> {
     await this.#pool?.close();
     this.#pool = undefined;
+    this.#saveCache();
     for (const type of ['data', 'tree'] as const) {
       await this.#packs[type]?.discard();
       this.#packs[type] = undefined;

@@ -74,7 +74,10 @@ describe('index cache in the state directory', () => {
       await plain.loadIndex();
       const first = await Repository.open(st, { keyFile: kf, cacheDir });
       await first.loadIndex();
+      // Written when the session closes.
       const path = indexCachePath(cacheDir, repoId);
+      expect(existsSync(path)).toBe(false);
+      await first.close();
       expect(existsSync(path)).toBe(true);
       const get = vi.spyOn(st, 'get');
       const second = await Repository.open(st, { keyFile: kf, cacheDir });
@@ -93,6 +96,7 @@ describe('index cache in the state directory', () => {
     const cacheDir = tmp();
     const a = await Repository.open(st, { keyFile: kf, cacheDir });
     await a.loadIndex();
+    await a.close();
     // A new index file after the cache was written: read from the repository, cache rewritten.
     const w = await Repository.open(st, { keyFile: kf });
     await w.loadIndex();
@@ -101,6 +105,7 @@ describe('index cache in the state directory', () => {
     const b = await Repository.open(st, { keyFile: kf, cacheDir });
     await b.loadIndex();
     expect(b.index.has(extra)).toBe(true);
+    await b.close();
     const get = vi.spyOn(st, 'get');
     const c = await Repository.open(st, { keyFile: kf, cacheDir });
     await c.loadIndex();
@@ -121,6 +126,7 @@ describe('index cache in the state directory', () => {
     const cacheDir = tmp();
     const a = await Repository.open(st, { keyFile: kf, cacheDir });
     await a.loadIndex();
+    await a.close();
     const path = indexCachePath(cacheDir, repoId);
     const good = readFileSync(path);
     for (const bad of [Buffer.concat([good.subarray(0, 1000), Buffer.from([good[1000]! ^ 1]), good.subarray(1001)]), good.subarray(0, good.length - 7)]) {
@@ -128,6 +134,7 @@ describe('index cache in the state directory', () => {
       const r = await Repository.open(st, { keyFile: kf, cacheDir });
       await r.loadIndex();
       for (const id of ids) expect(r.index.has(id)).toBe(true);
+      await r.close();
       // Rewritten whole from the index files.
       expect(readFileSync(path).length).toBe(good.length);
     }
@@ -136,6 +143,7 @@ describe('index cache in the state directory', () => {
     const od = tmp();
     const o = await Repository.open(other.st, { keyFile: other.kf, cacheDir: od });
     await o.loadIndex();
+    await o.close();
     writeFileSync(path, readFileSync(indexCachePath(od, other.repoId)));
     const r = await Repository.open(st, { keyFile: kf, cacheDir });
     await r.loadIndex();
@@ -148,5 +156,50 @@ describe('index cache in the state directory', () => {
     const c = await Repository.open(st, { keyFile: kf, cacheDir });
     await c.loadIndex((_id, err) => errors.push((err as Error).message));
     expect(errors).toHaveLength(1);
+  });
+
+  it("covers the index files a session wrote itself, and only once they name everything it holds", async () => {
+    const { st, kf } = await setup(false);
+    const cacheDir = tmp();
+    const indexGets = (spy: { mock: { calls: unknown[][] } }) => spy.mock.calls.filter(([k]) => String(k).startsWith('index/')).length;
+    // A backup-like session: loads the index, saves blobs, flushes, closes.
+    const w = await Repository.open(st, { keyFile: kf, cacheDir });
+    await w.loadIndex();
+    const added: string[] = [];
+    for (let i = 0; i < 30; i++) added.push((await w.saveBlob('data', randomBytes(3000))).id);
+    await w.flush();
+    await w.close();
+    // The next session reads no index file at all, its own included.
+    let get = vi.spyOn(st, 'get');
+    const n = await Repository.open(st, { keyFile: kf, cacheDir });
+    await n.loadIndex();
+    expect(indexGets(get)).toBe(0);
+    get.mockRestore();
+    for (const id of added) expect(n.index.has(id)).toBe(true);
+    await n.close();
+    // Another agent (no cache here) adds an index file: the next session here reads it, so its
+    // cache is behind.
+    const o = await Repository.open(st, { keyFile: kf });
+    await o.loadIndex();
+    await o.saveBlob('data', randomBytes(5000));
+    await o.flush();
+    await o.close();
+    const before = readFileSync(indexCachePath(cacheDir, w.config.id));
+    // A session that ends with a durable pack no index file names yet (its flush never came):
+    // the cache stays as it was, it must not claim blobs the index files do not name.
+    const f = await Repository.open(st, { keyFile: kf, cacheDir });
+    await f.loadIndex();
+    const packs = async () => {
+      let k = 0;
+      for await (const _ of st.list('data/')) k++;
+      return k;
+    };
+    const had = await packs();
+    for (let i = 0; i < 40; i++) await f.saveBlob('data', randomBytes(3000));
+    // Packs of 64 KiB: wait until some are stored (none is indexed: no flush).
+    for (let t = 0; t < 200 && (await packs()) === had; t++) await new Promise((r) => setTimeout(r, 10));
+    expect(await packs()).toBeGreaterThan(had);
+    await f.close();
+    expect(readFileSync(indexCachePath(cacheDir, w.config.id)).equals(before)).toBe(true);
   });
 });
