@@ -29,7 +29,7 @@ import type { EngineBackupResult, EngineContext } from '../engine.js';
 import { Chunker, DEFAULT_CHUNKER, type ChunkerOptions } from './chunker.js';
 import { compileExcludes, type PathMatcher } from './select.js';
 import { type DirEntry, type EntryStat, type Listing, type RawListing, RAW_DEV, RAW_ERRNO, RAW_FIELDS, RAW_MODE, RAW_SIZE, entryStat, listingFingerprint, nativeEntriesOf, nativeScanner, scanDir } from './scan.js';
-import { type CachedDir, loadDirCache, saveDirCache } from './dircache.js';
+import { type CachedDir, type LargeFile, loadDirCache, saveDirCache } from './dircache.js';
 import { Blake3Hasher } from '../../src/util/blake3.js';
 import { concatBytes } from '../../src/util/native.js';
 import { compareNames, createNode, decodeParentTree, encodeTree, type Hole, type NodeType, type Tree, type TreeNode } from './tree.js';
@@ -62,6 +62,8 @@ export interface BackupTreeOptions {
    * and a repository hash key; none when undefined.
    */
   dirCache?: string;
+  /** Files of at least this size are named in the directory cache and read ahead by the next backup when they changed (default 64 MiB). */
+  prereadMin?: number;
 }
 
 /**
@@ -88,6 +90,16 @@ const PREFETCH_DIRS = 16;
 const AHEAD_MAX = 1024;
 /** Large files read at the same time. */
 const LARGE_FILES = 2;
+/**
+ * Prereads: files of at least this size are named in the directory cache, and
+ * the next backup starts reading those that changed at once, before its walk
+ * gets to them (a 500 MiB file met late in the walk was the incremental's last
+ * work: the walk done, one thread still reading it). At most PREREAD_MAX
+ * files (the largest), PREREAD_FILES at a time, beside the walk's own.
+ */
+const PREREAD_MIN_DEFAULT = 64 << 20;
+const PREREAD_MAX = 32;
+const PREREAD_FILES = 1;
 /** A batch of small files for one reader request: at most this many files or bytes. */
 const BATCH_FILES = 64;
 const BATCH_BYTES = 1 << 20;
@@ -142,6 +154,15 @@ interface Work {
   drop?: boolean;
   /** Incrementals: the targeted getfattr that reads this entry's xattrs. */
   xbatch?: XBatch;
+  /** A preread's stand-in: not counted; an error only drops it (the walk reads the file again). */
+  pre?: boolean;
+}
+
+/** A file read ahead of the walk: the lstat it was read after. */
+interface Preread {
+  st: EntryStat;
+  work: Work;
+  done: Promise<void>;
 }
 
 /** Entries whose xattrs are read by one targeted getfattr (incrementals). */
@@ -286,6 +307,14 @@ class TreeBackup {
   /** This backup's directories, for the next one's cache. */
   private newDirCache?: Map<string, CachedDir>;
   private fpHasher?: Blake3Hasher;
+  /** Changed large files being read ahead of the walk, by relative path, until the walk takes them. */
+  private readonly prereads = new Map<string, Preread>();
+  /** Every preread started (the walk may not take one: it is waited for at the end). */
+  private readonly preDone = new Set<Promise<void>>();
+  private readonly preSem = new Semaphore(PREREAD_FILES);
+  /** This backup's large files, for the next one's cache. */
+  private readonly newLarge: LargeFile[] = [];
+  private readonly prereadMin: number;
 
   constructor(
     private readonly rootDir: string,
@@ -300,6 +329,7 @@ class TreeBackup {
     new Chunker(this.chunkOpts); // validate early
     this.excludes = compileExcludes(opts.excludes);
     this.readers = Math.max(0, Math.floor(opts.readers ?? 4));
+    this.prereadMin = Math.max(this.chunkOpts.minSize, opts.prereadMin ?? PREREAD_MIN_DEFAULT);
     this.maxBatches = this.readers + 2;
     this.maxInflight = opts.maxInflightBytes ?? Math.max(this.chunkOpts.maxSize, INFLIGHT_PER_CORE * availableParallelism());
     let flags = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
@@ -330,8 +360,12 @@ class TreeBackup {
       if (this.opts.dirCache !== undefined && nativeScanner && hashKey !== undefined) {
         this.fpHasher = Blake3Hasher.newKeyed(hashKey);
         this.newDirCache = new Map();
-        if (this.opts.parentRoot !== undefined && parent !== undefined) this.dirCache = loadDirCache(this.opts.dirCache, hashKey, cacheOptions, this.opts.parentRoot);
-        if (this.dirCache) this.log.debug(`directory cache: ${this.dirCache.size} directories of the parent`);
+        const c = this.opts.parentRoot !== undefined && parent !== undefined ? loadDirCache(this.opts.dirCache, hashKey, cacheOptions, this.opts.parentRoot) : undefined;
+        if (c !== undefined) {
+          this.dirCache = c.dirs;
+          this.log.debug(`directory cache: ${c.dirs.size} directories, ${c.large.length} large files of the parent`);
+          this.startPrereads(c.large);
+        }
       }
       const rootNode = this.makeNode('', rootSt, 'dir');
       this.stats.dirs++;
@@ -344,11 +378,14 @@ class TreeBackup {
       this.flushBatch();
       this.flushXBatch();
       const root = await res.tree;
+      // Prereads the walk did not take (the file changed again, or went) save nothing more after this.
+      await Promise.allSettled([...this.preDone]);
       while (this.saves.size > 0) await Promise.all([...this.saves]);
       if (this.failure) throw this.failure;
       if (this.newDirCache !== undefined && hashKey !== undefined) {
         try {
-          saveDirCache(this.opts.dirCache!, hashKey, cacheOptions, root, this.newDirCache);
+          const large = this.newLarge.sort((a, b) => b.size - a.size).slice(0, PREREAD_MAX);
+          saveDirCache(this.opts.dirCache!, hashKey, cacheOptions, root, this.newDirCache, large);
         } catch (err) {
           this.log.debug(`directory cache not written (${errText(err)})`);
         }
@@ -366,6 +403,7 @@ class TreeBackup {
       this.fail(err);
       this.xattrScan?.kill();
       // Let saves in flight settle so nothing keeps running after we return.
+      await Promise.allSettled([...this.preDone]);
       await Promise.allSettled([...this.saves]);
       throw this.failure;
     } finally {
@@ -832,6 +870,10 @@ class TreeBackup {
           this.stats.filesUnchanged++;
           this.progressBytes += size;
           this.progressFiles++;
+          if (size >= this.prereadMin) {
+            const e = nativeEntriesOf(raw, [i])[0]!;
+            this.newLarge.push({ rel: prefix + e.name, size, mtimeNs: e.st!.mtimeNs, ctimeNs: e.st!.ctimeNs, ino: e.st!.ino });
+          }
         }
       }
     }
@@ -926,6 +968,7 @@ class TreeBackup {
     this.stats.files++;
     this.stats.bytesTotal += size;
     const key = node.nlink !== undefined ? `${st.dev}:${st.ino}` : undefined;
+    if (size >= this.prereadMin && this.newDirCache !== undefined) this.newLarge.push({ rel: work.rel, size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino });
     if (pn !== undefined && pn.type === 'file' && pn.size === size && pn.mtimeNs === node.mtimeNs && pn.ctimeNs === node.ctimeNs && pn.inode === node.inode && pn.content !== undefined) {
       node.content = pn.content;
       if (pn.holes) node.holes = pn.holes;
@@ -957,7 +1000,7 @@ class TreeBackup {
       this.stats.filesRead++;
       this.progressFiles++;
     } else if (size >= this.chunkOpts.minSize) {
-      done = this.largeFile(work, abs);
+      done = this.claimPreread(work, abs, st) ?? this.largeFile(work, abs);
     } else if (this.readers === 0) {
       this.readSmallSync(work, abs);
     } else {
@@ -971,6 +1014,10 @@ class TreeBackup {
   /** Read failure of one file: warn, count, drop it. Fatal errors (abort, repository) propagate. */
   private fileError(work: Work, err: unknown): void {
     if (this.failure !== undefined) throw this.failure;
+    if (work.pre) {
+      work.drop = true;
+      return;
+    }
     this.stats.errors++;
     const code = typeof err === 'string' ? err : (err as NodeJS.ErrnoException)?.code;
     this.log.warn(code === 'ENOENT' ? `${work.rel} vanished during the backup` : `cannot read ${work.rel}: ${code ?? errText(err)}`);
@@ -1117,8 +1164,8 @@ class TreeBackup {
    * of READ_SIZE (from the reader threads, a few ahead; or read synchronously),
    * chunks cut across block boundaries, zero chunks of sparse files as holes.
    */
-  private async largeFile(work: Work, abs: string): Promise<void> {
-    const wait = this.largeSem.acquire();
+  private async largeFile(work: Work, abs: string, sem = this.largeSem): Promise<void> {
+    const wait = sem.acquire();
     if (wait) await wait;
     let fd = -1;
     let reader: ChunkedReader | undefined;
@@ -1251,13 +1298,79 @@ class TreeBackup {
       }
       node.content = content;
       if (holes.length > 0) node.holes = holes;
-      this.stats.filesRead++;
-      this.progressFiles++;
+      if (!work.pre) {
+        this.stats.filesRead++;
+        this.progressFiles++;
+      }
     } finally {
       reader?.close();
       if (fd >= 0) fs.closeSync(fd);
-      this.largeSem.release();
+      sem.release();
     }
+  }
+
+  // -- prereads: changed large files read before the walk gets to them
+
+  /**
+   * Start reading the large files of the parent (directory cache) whose lstat
+   * changed: a regular file of one link, on the backup's filesystem, reached
+   * without a symlink on the way, not excluded. The walk takes the result
+   * when it meets the file with the same lstat (claimPreread).
+   */
+  private startPrereads(list: readonly LargeFile[]): void {
+    if (this.readers === 0 || list.length === 0) return;
+    let real: string;
+    try {
+      real = fs.realpathSync(this.rootDir);
+    } catch {
+      return;
+    }
+    const realPrefix = real.endsWith('/') ? real : real + '/';
+    const absPrefix = this.rootDir.endsWith('/') ? this.rootDir : this.rootDir + '/';
+    for (const f of list.slice(0, PREREAD_MAX)) {
+      if (this.excludes !== undefined && this.excludes(f.rel)) continue;
+      const abs = absPrefix + f.rel;
+      let st: EntryStat;
+      try {
+        const s = fs.lstatSync(abs, { bigint: true, throwIfNoEntry: false });
+        if (s === undefined || !s.isFile()) continue;
+        st = entryStat(s);
+        if (st.size === f.size && st.mtimeNs === f.mtimeNs && st.ctimeNs === f.ctimeNs && st.ino === f.ino) continue; // unchanged: the parent skip takes it
+        if (st.size < this.chunkOpts.minSize || st.nlink > 1 || (this.opts.oneFileSystem && st.dev !== this.rootDev)) continue;
+        if (fs.realpathSync(abs) !== realPrefix + f.rel) continue;
+      } catch {
+        continue;
+      }
+      const work: Work = { node: this.makeNode(f.rel.slice(f.rel.lastIndexOf('/') + 1), st, 'file'), rel: f.rel, pre: true };
+      const done = this.largeFile(work, abs, this.preSem);
+      done.catch(noop);
+      this.preDone.add(done);
+      this.prereads.set(f.rel, { st, work, done });
+    }
+    if (this.prereads.size > 0) this.log.debug(`reading ${this.prereads.size} changed large files ahead of the walk`);
+  }
+
+  /**
+   * The walk meets a file a preread started on: its result when the file's
+   * lstat is still the one the preread started after (a preread that failed:
+   * the file is read again, errors reported then). Undefined: no preread, or
+   * the file changed since (read again; the preread is only waited for).
+   */
+  private claimPreread(work: Work, abs: string, st: EntryStat): Promise<void> | undefined {
+    const pre = this.prereads.get(work.rel);
+    if (pre === undefined) return undefined;
+    this.prereads.delete(work.rel);
+    const p = pre.st;
+    if (p.size !== st.size || p.mtimeNs !== st.mtimeNs || p.ctimeNs !== st.ctimeNs || p.ino !== st.ino || p.dev !== st.dev) return undefined;
+    return pre.done.then(() => {
+      if (pre.work.drop) return this.largeFile(work, abs);
+      const n = pre.work.node;
+      work.node.content = n.content;
+      if (n.holes) work.node.holes = n.holes;
+      work.node.size = n.size;
+      this.stats.filesRead++;
+      this.progressFiles++;
+    });
   }
 }
 

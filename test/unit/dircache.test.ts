@@ -151,7 +151,8 @@ interface Run {
 async function backup(store: Repo, src: string, opts: BackupTreeOptions = {}, warns = false): Promise<Run> {
   store.treeLoads = [];
   const ctx = memContext(store);
-  const res = await backupTree(src, { chunker: small, readers: 1, ...opts }, ctx);
+  // Files of 150 kB and more (big.bin, deep-big.bin) are read ahead when they changed: every case exercises prereads.
+  const res = await backupTree(src, { chunker: small, readers: 1, prereadMin: 150_000, ...opts }, ctx);
   if (!warns) expect(ctx.log.warnings).toEqual([]);
   return { root: res.root, stats: res.stats, lines: ctx.log.lines, treeLoads: [...store.treeLoads] };
 }
@@ -159,7 +160,7 @@ async function backup(store: Repo, src: string, opts: BackupTreeOptions = {}, wa
 /** The number of parent directories the backup's cache held, undefined when it used none. */
 function cacheUsed(run: Run): number | undefined {
   for (const l of run.lines) {
-    const m = /^debug: directory cache: (\d+) directories of the parent$/.exec(l);
+    const m = /^debug: directory cache: (\d+) directories[ ,]/.exec(l);
     if (m) return Number(m[1]);
   }
   return undefined;
@@ -208,7 +209,7 @@ function parseCache(path: string): { root: string; options: string } {
 async function expectCacheOf(store: Repo, src: string, path: string, root: BlobId, opts: Opts = {}): Promise<Map<string, CachedDir>> {
   const doc = parseCache(path);
   expect(doc.root).toBe(root);
-  const dirs = loadDirCache(path, store.key, doc.options, root);
+  const dirs = loadDirCache(path, store.key, doc.options, root)?.dirs;
   expect(dirs, 'the cache loads with its own options and root').toBeDefined();
   const rootDev = fs.lstatSync(src).dev;
   const trees = treeIds(store, root);
@@ -631,5 +632,51 @@ describe('directory cache: the file', () => {
     expect(dirs.get('a/b/c')!.tree).toBe(ids1.get('a/b/c'));
     // No temporary file left beside it.
     expect(fs.readdirSync(join(cache, '..'))).toEqual(['dirs']);
+  });
+});
+
+describe('directory cache: prereads of changed large files', () => {
+  /** How many files the backup read ahead of its walk. */
+  const prereads = (run: Run): number => {
+    for (const l of run.lines) {
+      const m = /^debug: reading (\d+) changed large files ahead of the walk$/.exec(l);
+      if (m) return Number(m[1]);
+    }
+    return 0;
+  };
+  const flipAt = (p: string, at: number) => {
+    const fd = fs.openSync(p, 'r+');
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, at);
+    b[0]! ^= 0xff;
+    fs.writeSync(fd, b, 0, 1, at);
+    fs.closeSync(fd);
+  };
+
+  it('the changed ones are read ahead and give what a backup without the cache gives', async () => {
+    const { b1, withCache } = await mutationCase((src) => {
+      flipAt(join(src, 'a/b/c/deep-big.bin'), 150_000);
+      fs.appendFileSync(join(src, 'big.bin'), randomBytes(70_000));
+    });
+    expect(prereads(b1)).toBe(0);
+    expect(prereads(withCache)).toBe(2);
+  });
+
+  it('a large file that did not change is not read ahead', async () => {
+    const { withCache } = await mutationCase((src) => fs.appendFileSync(join(src, 'a/b/b.txt'), 'more\n'));
+    expect(prereads(withCache)).toBe(0);
+  });
+
+  it('never through a symlink that took the place of a directory on the way', async () => {
+    const { withCache } = await mutationCase((src) => {
+      // a/b/c becomes a symlink to a copy elsewhere whose deep-big.bin changed: the cached path
+      // now leads out of the tree; the walk stores the symlink and reads nothing behind it.
+      const outside = dir('outside');
+      fs.cpSync(join(src, 'a/b/c'), join(outside, 'c'), { recursive: true, verbatimSymlinks: true });
+      flipAt(join(outside, 'c/deep-big.bin'), 10);
+      fs.rmSync(join(src, 'a/b/c'), { recursive: true });
+      fs.symlinkSync(join(outside, 'c'), join(src, 'a/b/c'));
+    });
+    expect(prereads(withCache)).toBe(0);
   });
 });
