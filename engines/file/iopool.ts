@@ -21,6 +21,7 @@
  * buffers named by number (see SharedBufferPool: transfers cost a full GC
  * every 64 MiB moved).
  */
+import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { SLAB_SOURCE, SharedBufferPool } from '../../src/util/buffers.js';
 import { DECODER_SOURCE, INTEGRITY_PREFIX, type BlobCodec, type StoredRef } from '../../src/repository/decode.js';
@@ -76,6 +77,16 @@ const LARGE_THREADS = 2;
 const WORKER_YOUNG_MB = 2;
 /** Numbers per file in a write message. */
 const WRITE_FIELDS = 14;
+/** The process's umask (its threads create files under it); read without setting it. */
+const UMASK = ((): number => {
+  try {
+    const m = /^Umask:\s*([0-7]+)/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) return parseInt(m[1]!, 8);
+  } catch {
+    /* below */
+  }
+  return 0o777; // unknown: never rely on it (every file gets its fchmod)
+})();
 /** errno → code, for errors of the addon in the threads. */
 const ERRNO_NAMES = Object.fromEntries(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 
@@ -216,23 +227,33 @@ function writeData(fd, data, pos, sparse) {
   if (run >= 0) { writeAll(fd, data, run, data.length - run, pos + run); end = pos + data.length; }
   return end;
 }
+const EUID = process.geteuid ? process.geteuid() : -1;
+const EGID = process.getegid ? process.getegid() : -1;
+const UMASK = workerData.umask;
 function writeOne(f, data) {
   const flags = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
+  // A file that is to be ours (owner and group) is created with its final permissions where
+  // the umask keeps them: no fchown, no fchmod (two syscalls of six per small file). Others
+  // are created 0600 and get owner, then mode (chown clears set-id bits).
+  const perm = f.mode & 0o777;
+  const owned = !f.chown || (f.uid === EUID && f.gid === EGID);
+  const direct = owned && perm === f.mode && (perm & ~UMASK) === perm;
+  const createMode = direct ? perm : 0o600;
   let fd;
   try {
-    fd = fs.openSync(f.path, flags, 0o600);
+    fd = fs.openSync(f.path, flags, createMode);
   } catch (e) {
     if (!e || e.code !== 'EEXIST' || !f.overwrite) throw e;
     const st = fs.lstatSync(f.path);
     if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
     fs.unlinkSync(f.path);
-    fd = fs.openSync(f.path, flags, 0o600);
+    fd = fs.openSync(f.path, flags, createMode);
   }
   try {
     const end = writeData(fd, data, 0, f.sparse);
     if (end < f.size) fs.ftruncateSync(fd, f.size);
-    if (f.chown) fs.fchownSync(fd, f.uid, f.gid);
-    fs.fchmodSync(fd, f.mode);
+    if (!owned) fs.fchownSync(fd, f.uid, f.gid);
+    if (!direct) fs.fchmodSync(fd, f.mode);
     if (addon) {
       const rc = addon.setTimes(fd, f.atime, f.atimeNs, f.mtime, f.mtimeNs, false);
       if (rc !== 0) throw Object.assign(new Error('futimens: errno ' + rc), { code: errnoNames[rc] || 'E' + rc });
@@ -588,6 +609,8 @@ interface WorkerReply {
 export class IoPool {
   private readonly workers: Worker[] = [];
   private readonly busy: number[] = [];
+  /** Large files being written per thread (fileWriter): other work goes to threads without one first. */
+  private readonly large: number[] = [];
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private failure: unknown;
@@ -632,7 +655,7 @@ export class IoPool {
     const i = this.workers.length;
     const w = new Worker(workerSource, {
       eval: true,
-      workerData: { flags: this.flags, codec: this.codec, hashing: this.hashing, addonPath, errnoNames: ERRNO_NAMES },
+      workerData: { flags: this.flags, codec: this.codec, hashing: this.hashing, addonPath, errnoNames: ERRNO_NAMES, umask: UMASK },
       // These threads allocate little JavaScript; a small young generation keeps each one's heap small.
       resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_MB },
     });
@@ -641,6 +664,7 @@ export class IoPool {
     w.on('error', (err) => this.failAll(err));
     this.workers.push(w);
     this.busy.push(0);
+    this.large.push(0);
   }
 
   /** Requests not yet answered. */
@@ -651,8 +675,11 @@ export class IoPool {
   /** The least busy thread (a new one when every running one is busy and there is room). */
   private pick(): number {
     let w = 0;
-    for (let i = 1; i < this.workers.length; i++) if (this.busy[i]! < this.busy[w]!) w = i;
-    if (this.busy[w]! > 0 && this.workers.length < this.threads) {
+    // A thread writing a large file counts as busy as it gets: the file's chunks wait behind
+    // whatever else it is given, and a large file that falls behind is the restore's last work.
+    const load = (i: number) => this.busy[i]! + (this.large[i]! > 0 ? 1 << 20 : 0);
+    for (let i = 1; i < this.workers.length; i++) if (load(i) < load(w)) w = i;
+    if (load(w) > 0 && this.workers.length < this.threads) {
       this.spawn();
       w = this.workers.length - 1;
     }
@@ -816,6 +843,12 @@ export class IoPool {
     let worker = 0;
     for (let i = 1; i < Math.min(this.workers.length, LARGE_THREADS); i++) if (this.busy[i]! < this.busy[worker]!) worker = i;
     const dir = path.slice(0, path.lastIndexOf('/')) || '/';
+    this.large[worker]!++;
+    let open = true;
+    const done = () => {
+      if (open) this.large[worker]!--;
+      open = false;
+    };
     return {
       writeChunk: async (c) => {
         const ab = this.buffers.take(c.stored.length);
@@ -837,9 +870,13 @@ export class IoPool {
         if (m.error) throw Object.assign(new Error(m.error), { code: m.error });
       },
       finish: async (discard) => {
-        const m = await this.send({ kind: 'finish', fd, discard }, undefined, worker);
-        if (m.error) throw Object.assign(new Error(m.error), { code: m.error });
-        return m.n!;
+        try {
+          const m = await this.send({ kind: 'finish', fd, discard }, undefined, worker);
+          if (m.error) throw Object.assign(new Error(m.error), { code: m.error });
+          return m.n!;
+        } finally {
+          done();
+        }
       },
     };
   }
