@@ -667,6 +667,11 @@ export class IoPool {
     this.large.push(0);
   }
 
+  /** Start every thread now instead of on demand. */
+  start(): void {
+    while (this.workers.length < this.threads) this.spawn();
+  }
+
   /** Requests not yet answered. */
   get inFlight(): number {
     return this.pending.size;
