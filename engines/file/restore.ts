@@ -370,6 +370,14 @@ class TreeRestore {
       }
     }
     if (this.writers > 0 && isSmall(node)) {
+      // Local repositories: where the blob lies is known at once, nothing to load here.
+      const ref = this.stored ? this.locateNow(rel, abs, node) : undefined;
+      if (ref !== undefined) {
+        if (key !== undefined) this.links.set(key, abs);
+        if (ref === null) return;
+        if (this.addSmall(rel, abs, node, EMPTY_BUF, undefined, ref)) await this.flushWrites();
+        return;
+      }
       const w = this.smallSem.acquire();
       if (w) await w;
       if (key !== undefined) this.links.set(key, abs);
@@ -442,6 +450,30 @@ class TreeRestore {
         return;
       }
     }
+    if (this.addSmall(rel, abs, node, data, blob, ref)) await this.flushWrites();
+  }
+
+  /**
+   * A small file's blob location when the store knows it without loading (local packs), or
+   * an empty ref for an empty file; undefined when it must be loaded (smallFile); null when
+   * it cannot be restored (counted and warned here).
+   */
+  private locateNow(rel: string, abs: string, node: TreeNode): StoredRef | undefined | null {
+    const content = node.content ?? [];
+    if (content.length !== 1) return undefined;
+    try {
+      return this.ctx.repo.locateStored?.('data', content[0]!);
+    } catch (err) {
+      if (err instanceof IntegrityError || err instanceof NotFoundError) this.result.damaged++;
+      else throw err;
+      this.failedLinks.add(abs);
+      this.warn(`cannot restore ${rel}: ${(err as Error).message}`);
+      return null;
+    }
+  }
+
+  /** Add a small file to the current write batch; true when the batch is full (flushWrites). */
+  private addSmall(rel: string, abs: string, node: TreeNode, data: Buffer, blob: StoredBlob | undefined, ref: StoredRef | undefined): boolean {
     const size = node.size ?? 0;
     const holes = node.holes ?? [];
     const length = ref?.rawLength ?? blob?.rawLength ?? data.length;
@@ -465,7 +497,7 @@ class TreeRestore {
     b.bufs.push(data);
     b.bytes += data.length;
     b.items.push({ rel, node });
-    if (b.files.length >= WRITE_BATCH_FILES || b.bytes >= WRITE_BATCH_BYTES) await this.flushWrites();
+    return b.files.length >= WRITE_BATCH_FILES || b.bytes >= WRITE_BATCH_BYTES;
   }
 
   /** Send the current write batch to a writer thread (waits while too many are in flight). */
