@@ -170,12 +170,13 @@ class TreeRestore {
     }
     if (!fs.statSync(this.base).isDirectory()) throw new IntegrityError(`${this.target} is not a directory`);
     const sel = compileIncludes(this.opts.include);
-    // The writer threads start while the first trees load (each takes some tens of milliseconds).
-    if (this.stored) this.getPool().start();
     const root = await loadTree(ctx.repo, this.rootId);
     const rootEntry: DirEntry = { rel: '', abs: this.base, node: root.root, ready: true, failed: false, apply: sel === undefined && root.root !== undefined };
     this.stack.push(rootEntry);
     try {
+      // The writer threads start while the first subtrees load (each takes some tens of
+      // milliseconds); inside this try, so that the finally below stops them on any error.
+      if (this.stored) this.getPool().start();
       for await (const ev of walkTree(ctx.repo, root, sel, ctx.signal)) {
         if (this.fatal !== undefined) throw this.fatal;
         if (ev.kind === 'leave') {
