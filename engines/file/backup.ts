@@ -204,6 +204,11 @@ interface Prepared {
 
 const noop = (): void => {};
 
+/** The lstat fields the parent skip compares are equal (size, mtime, ctime, inode). */
+function sameFile(a: Pick<EntryStat, 'size' | 'mtimeNs' | 'ctimeNs' | 'ino'>, b: Pick<EntryStat, 'size' | 'mtimeNs' | 'ctimeNs' | 'ino'>): boolean {
+  return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino;
+}
+
 /** Fields of a node, in encoding order (see tree.ts canonicalNode). */
 const SCALAR_FIELDS = ['name', 'type', 'mode', 'uid', 'gid', 'size', 'mtimeNs', 'ctimeNs', 'atimeNs', 'inode', 'dev', 'nlink', 'rdev', 'linkTarget', 'subtree'] as const;
 
@@ -872,7 +877,7 @@ class TreeBackup {
           this.progressFiles++;
           if (size >= this.prereadMin) {
             const e = nativeEntriesOf(raw, [i])[0]!;
-            this.newLarge.push({ rel: prefix + e.name, size, mtimeNs: e.st!.mtimeNs, ctimeNs: e.st!.ctimeNs, ino: e.st!.ino });
+            this.noteLarge(prefix + e.name, e.st!);
           }
         }
       }
@@ -968,7 +973,7 @@ class TreeBackup {
     this.stats.files++;
     this.stats.bytesTotal += size;
     const key = node.nlink !== undefined ? `${st.dev}:${st.ino}` : undefined;
-    if (size >= this.prereadMin && this.newDirCache !== undefined) this.newLarge.push({ rel: work.rel, size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino });
+    if (size >= this.prereadMin && this.newDirCache !== undefined) this.noteLarge(work.rel, st);
     if (pn !== undefined && pn.type === 'file' && pn.size === size && pn.mtimeNs === node.mtimeNs && pn.ctimeNs === node.ctimeNs && pn.inode === node.inode && pn.content !== undefined) {
       node.content = pn.content;
       if (pn.holes) node.holes = pn.holes;
@@ -1311,6 +1316,11 @@ class TreeBackup {
 
   // -- prereads: changed large files read before the walk gets to them
 
+  /** A large file of this backup, for the next one's directory cache. */
+  private noteLarge(rel: string, st: EntryStat): void {
+    this.newLarge.push({ rel, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino });
+  }
+
   /**
    * Start reading the large files of the parent (directory cache) whose lstat
    * changed: a regular file of one link, on the backup's filesystem, reached
@@ -1335,7 +1345,7 @@ class TreeBackup {
         const s = fs.lstatSync(abs, { bigint: true, throwIfNoEntry: false });
         if (s === undefined || !s.isFile()) continue;
         st = entryStat(s);
-        if (st.size === f.size && st.mtimeNs === f.mtimeNs && st.ctimeNs === f.ctimeNs && st.ino === f.ino) continue; // unchanged: the parent skip takes it
+        if (sameFile(st, f)) continue; // unchanged: the parent skip takes it
         if (st.size < this.chunkOpts.minSize || st.nlink > 1 || (this.opts.oneFileSystem && st.dev !== this.rootDev)) continue;
         if (fs.realpathSync(abs) !== realPrefix + f.rel) continue;
       } catch {
@@ -1361,7 +1371,7 @@ class TreeBackup {
     if (pre === undefined) return undefined;
     this.prereads.delete(work.rel);
     const p = pre.st;
-    if (p.size !== st.size || p.mtimeNs !== st.mtimeNs || p.ctimeNs !== st.ctimeNs || p.ino !== st.ino || p.dev !== st.dev) return undefined;
+    if (!sameFile(p, st) || p.dev !== st.dev) return undefined;
     return pre.done.then(() => {
       if (pre.work.drop) return this.largeFile(work, abs);
       const n = pre.work.node;

@@ -445,9 +445,7 @@ class TreeRestore {
           this.loadSem.release();
         }
       } catch (err) {
-        this.failedLinks.add(abs);
-        if (err instanceof InterruptedError || isFatal(err)) throw err;
-        this.warn(`cannot restore ${rel}: ${(err as Error).message}`);
+        this.smallFailed(rel, abs, err);
         return;
       }
     }
@@ -463,14 +461,18 @@ class TreeRestore {
     const content = node.content ?? [];
     if (content.length !== 1) return undefined;
     try {
-      return this.ctx.repo.locateStored?.('data', content[0]!);
+      return this.locateLocal(content[0]!);
     } catch (err) {
-      if (err instanceof IntegrityError || err instanceof NotFoundError) this.result.damaged++;
-      else throw err;
-      this.failedLinks.add(abs);
-      this.warn(`cannot restore ${rel}: ${(err as Error).message}`);
+      this.smallFailed(rel, abs, err);
       return null;
     }
+  }
+
+  /** A small file that cannot be restored: its hardlinks are not made; fatal errors propagate, others are warned about. */
+  private smallFailed(rel: string, abs: string, err: unknown): void {
+    this.failedLinks.add(abs);
+    if (err instanceof InterruptedError || isFatal(err)) throw err;
+    this.warn(`cannot restore ${rel}: ${(err as Error).message}`);
   }
 
   /** Add a small file to the current write batch; true when the batch is full (flushWrites). */
@@ -573,14 +575,23 @@ class TreeRestore {
    * nothing read here), or the blob as stored, loaded under the load semaphore.
    */
   private locate(id: BlobId): Promise<StoredBlob | StoredRef> {
+    let ref: StoredRef | undefined;
     try {
-      const ref = this.ctx.repo.locateStored?.('data', id);
-      if (ref !== undefined) return Promise.resolve(ref);
+      ref = this.locateLocal(id);
     } catch (err) {
-      if (err instanceof IntegrityError || err instanceof NotFoundError) this.result.damaged++;
       return Promise.reject(err);
     }
-    return this.loadStoredChunk(id);
+    return ref !== undefined ? Promise.resolve(ref) : this.loadStoredChunk(id);
+  }
+
+  /** Where a blob lies when the store knows it without loading anything (local packs); a damaged or missing one is counted, then thrown. */
+  private locateLocal(id: BlobId): StoredRef | undefined {
+    try {
+      return this.ctx.repo.locateStored?.('data', id);
+    } catch (err) {
+      if (err instanceof IntegrityError || err instanceof NotFoundError) this.result.damaged++;
+      throw err;
+    }
   }
 
   /** One blob load under the load semaphore (its permit is the caller's to release once the blob is used). */

@@ -179,14 +179,12 @@ export class Repository implements BlobStore {
   #failure?: unknown;
   #lock?: RepoLock;
   #indexLoaded = false;
-  /** The local index cache of this session (see loadIndex), when it has one. */
-  #cachePath?: string;
   /**
    * The local index cache is behind what this session knows: loadIndex read index files it did
    * not cover, or this session wrote some. close() rewrites it.
    */
   #cacheBehind = false;
-  /** An index file was written from outside (prune, rebuild): the session's index is not cached. */
+  /** Not to be cached: index files written from outside (prune, rebuild), or loaded past errors (check, repair). */
   #cacheOff = false;
 
   private constructor(
@@ -282,7 +280,7 @@ export class Repository implements BlobStore {
     let ids: string[] = [];
     for await (const o of this.storage.list('index/')) ids.push(o.key.slice('index/'.length));
     const cachePath = this.opts.cacheDir && !onError ? indexCachePath(this.opts.cacheDir, this.config.id) : undefined;
-    this.#cachePath = cachePath;
+    if (onError) this.#cacheOff = true;
     let fromCache = 0;
     if (cachePath !== undefined && ids.length > 0) {
       const covered = loadIndexCache(cachePath, this.keys.hashKey, this.index, new Set(ids));
@@ -449,11 +447,11 @@ export class Repository implements BlobStore {
    * (#written), none still uploading (its blobs would join the index later).
    */
   #saveCache(): void {
-    if (!this.#cacheBehind || this.#cacheOff || this.#cachePath === undefined || this.#failure !== undefined) return;
+    if (!this.#cacheBehind || this.#cacheOff || this.opts.cacheDir === undefined || this.#failure !== undefined) return;
     if (this.#written.length > 0 || this.#uploads.size > 0 || this.index.files.size === 0) return;
     this.#cacheBehind = false;
     try {
-      saveIndexCache(this.#cachePath, this.keys.hashKey, this.index);
+      saveIndexCache(indexCachePath(this.opts.cacheDir, this.config.id), this.keys.hashKey, this.index);
     } catch (err) {
       log.debug(`index cache not written (${(err as Error).message})`);
     }
