@@ -193,7 +193,18 @@ export class Janitor {
   }
 
   volumeType(p: CinderVolumeProvider, id: string): void {
-    this.add(`delete volume type ${id}`, () => p.client.call('DELETE', `/types/${id}`, { what: `delete volume type ${id}`, ok: [404] }));
+    // Cinder answers 500 now and then while the volumes of the type are still going (their rows
+    // not yet marked deleted): a few tries, a second apart, before it counts as left behind.
+    this.add(`delete volume type ${id}`, async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await p.client.call('DELETE', `/types/${id}`, { what: `delete volume type ${id}`, ok: [404] });
+        } catch (err) {
+          if (attempt >= 5) throw err;
+          await sleep(1000);
+        }
+      }
+    });
   }
 
   /** Run every step, newest first; returns the errors (never throws). */
