@@ -50,7 +50,8 @@ const native = addon !== undefined && addon.FIELDS === FIELDS ? addon : undefine
 /** True when listings come from the native scanner. */
 export const nativeScanner = native !== undefined;
 
-const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+/** errno number → name (ENOENT, …). */
+export const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 
 export function errnoError(errno: number, syscall: string, path: string): NodeJS.ErrnoException {
   const code = errnoNames.get(errno) ?? `E${errno}`;

@@ -1,6 +1,8 @@
 /**
- * Extended attributes through the `attr` package's tools: Node has no xattr
- * API, and one process per file would cost milliseconds each. So:
+ * Extended attributes. Node has no xattr API: whole trees go through the
+ * `attr` package's tools (one process per file would cost milliseconds each),
+ * the changed entries of an incremental through the native addon when it is
+ * built. So:
  *
  * - backup: ONE `getfattr -R -d -h -m - -e base64` over the whole root, started
  *   before the walk, writing into an unlinked temporary file (so it never
@@ -8,6 +10,10 @@
  *   other core in parallel with the walk; directory trees wait for it before
  *   they are encoded. `-m -` selects every namespace (user, trusted, security,
  *   system.posix_acl_*), `-h` reads a symlink's own attributes.
+ * - incrementals: the entries whose ctime changed, in batches, through the
+ *   addon's llistxattr/lgetxattr on the libuv pool (~2 µs an entry; a
+ *   `getfattr` process per batch cost a fork of the whole agent and ~40 ms
+ *   that the last directories waited for), else one `getfattr` per batch.
  * - restore: ONE `setfattr -h --restore=-` fed the same dump format.
  *
  * Without getfattr/setfattr (package `attr` not installed) xattrs are skipped
@@ -19,6 +25,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../src/util/log.js';
+import { addon } from '../../src/util/native.js';
+import { errnoNames } from './scan.js';
 
 /** name → base64 value. */
 export type Xattrs = Record<string, string>;
@@ -249,14 +257,54 @@ export async function restoreXattrs(cwd: string, entries: XattrEntry[], log: Log
 }
 
 /**
- * Read the xattrs of some paths (relative to `cwd`, not recursive) with one
- * `getfattr` per call. Used by incremental backups for the entries whose
- * ctime changed: an xattr change always updates ctime, so unchanged entries
- * keep their parent's xattrs without a scan. Resolves with relative path →
- * xattrs (entries without any are absent).
+ * Read the xattrs of some paths (relative to `cwd`, not recursive): through
+ * the native addon when it has xattrs(), else with one `getfattr` per call.
+ * Used by incremental backups for the entries whose ctime changed: an xattr
+ * change always updates ctime, so unchanged entries keep their parent's
+ * xattrs without a scan. Resolves with relative path → xattrs (entries
+ * without any are absent). Entries that vanished meanwhile have none; other
+ * failures are logged at debug level, as getfattr's are.
  */
 export function readXattrs(cwd: string, paths: string[], log: Logger): Promise<Map<string, Xattrs>> {
   if (paths.length === 0 || !hasTool('getfattr')) return Promise.resolve(new Map());
+  return addon?.xattrs !== undefined ? readXattrsNative(cwd, paths, log) : readXattrsGetfattr(cwd, paths, log);
+}
+
+/** readXattrs through the addon (which must have xattrs()). */
+export async function readXattrsNative(cwd: string, paths: string[], log: Logger): Promise<Map<string, Xattrs>> {
+  const read = addon?.xattrs;
+  if (read === undefined) throw new Error('the native addon cannot read xattrs');
+  const root = cwd.endsWith('/') ? cwd : cwd + '/';
+  const abs = Buffer.from(paths.map((p) => (p === '' ? cwd : root + p) + '\0').join(''));
+  const { counts, data } = await read(abs);
+  const map = new Map<string, Xattrs>();
+  const failed: string[] = [];
+  let o = 0;
+  for (let i = 0; i < paths.length; i++) {
+    const n = counts[i]!;
+    if (n < 0) {
+      const code = errnoNames.get(-n) ?? `E${-n}`;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR' && failed.length < 5) failed.push(`${paths[i] || '.'}: ${code}`);
+      continue;
+    }
+    if (n === 0) continue;
+    const x: Xattrs = {};
+    for (let k = 0; k < n; k++) {
+      const nl = data.readUInt32LE(o);
+      const name = data.toString('utf8', o + 4, o + 4 + nl);
+      o += 4 + nl;
+      const vl = data.readUInt32LE(o);
+      x[name] = data.toString('base64', o + 4, o + 4 + vl);
+      o += 4 + vl;
+    }
+    map.set(paths[i]!, x);
+  }
+  if (failed.length > 0) log.debug(`xattrs not read: ${failed.join('; ')}`);
+  return map;
+}
+
+/** readXattrs with one getfattr. */
+export function readXattrsGetfattr(cwd: string, paths: string[], log: Logger): Promise<Map<string, Xattrs>> {
   return new Promise((resolve) => {
     const child = spawn('getfattr', ['-d', '-h', '-m', '-', '-e', 'base64', '--', ...paths.map((p) => './' + p)], {
       cwd,

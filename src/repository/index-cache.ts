@@ -56,13 +56,30 @@ function layout(nFiles: number, nPacks: number, nBlobs: number) {
   return { files, packIds, packEnds, packData, keys, pack, type, offset, length, rawLength, flags, end };
 }
 
+/** Typed-array views of the blob sections of a cache buffer (whose byteOffset is a multiple of 8). */
+function sections(buf: Buffer, l: ReturnType<typeof layout>, n: number): IndexArrays {
+  const ab = buf.buffer;
+  const at = (o: number) => buf.byteOffset + o;
+  return {
+    keys: new Uint32Array(ab, at(l.keys), n * 8),
+    pack: new Int32Array(ab, at(l.pack), n),
+    type: new Uint8Array(ab, at(l.type), n),
+    offset: new Float64Array(ab, at(l.offset), n),
+    length: new Float64Array(ab, at(l.length), n),
+    rawLength: new Float64Array(ab, at(l.rawLength), n),
+    flags: new Int32Array(ab, at(l.flags), n),
+  };
+}
+
 /** Write the cache of `index` (covering index.files). Atomic (temporary file, rename); errors propagate. */
 export function saveIndexCache(path: string, hashKey: Buffer, index: MasterIndex): void {
-  const { packs, blobs } = index.exportArrays();
   const files = [...index.files];
-  const n = blobs.pack.length;
-  const l = layout(files.length, packs.length, n);
+  const n = index.size;
+  const nPacks = index.packIds().length;
+  const l = layout(files.length, nPacks, n);
+  // Zeroed (the padding is part of the MAC), its own ArrayBuffer: the blob arrays are written in place.
   const buf = Buffer.alloc(l.end + MAC);
+  const { packs } = index.exportArrays(sections(buf, l, n));
   MAGIC.copy(buf, 0);
   buf.writeUInt32LE(files.length, 8);
   buf.writeUInt32LE(packs.length, 12);
@@ -73,14 +90,6 @@ export function saveIndexCache(path: string, hashKey: Buffer, index: MasterIndex
     buf.writeDoubleLE(p.end, l.packEnds + i * 8);
     buf[l.packData + i] = p.hasData ? 1 : 0;
   });
-  const put = (a: ArrayBufferView, at: number) => buf.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at);
-  put(blobs.keys, l.keys);
-  put(blobs.pack, l.pack);
-  put(blobs.type, l.type);
-  put(blobs.offset, l.offset);
-  put(blobs.length, l.length);
-  put(blobs.rawLength, l.rawLength);
-  put(blobs.flags, l.flags);
   mac(hashKey, buf.subarray(0, l.end)).copy(buf, l.end);
   const dir = join(path, '..');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -123,17 +132,8 @@ export function loadIndexCache(path: string, hashKey: Buffer, index: MasterIndex
   for (let i = 0; i < nPacks; i++) {
     packs.push({ id: buf.toString('hex', l.packIds + i * 32, l.packIds + i * 32 + 32), end: buf.readDoubleLE(l.packEnds + i * 8), hasData: buf[l.packData + i] === 1 });
   }
-  // Aligned copies of the sections.
-  const copy = (at: number, bytes: number): ArrayBuffer => new Uint8Array(buf.subarray(at, at + bytes)).buffer;
-  const blobs: IndexArrays = {
-    keys: new Uint32Array(copy(l.keys, n * 32)),
-    pack: new Int32Array(copy(l.pack, n * 4)),
-    type: new Uint8Array(copy(l.type, n)),
-    offset: new Float64Array(copy(l.offset, n * 8)),
-    length: new Float64Array(copy(l.length, n * 8)),
-    rawLength: new Float64Array(copy(l.rawLength, n * 8)),
-    flags: new Int32Array(copy(l.flags, n * 4)),
-  };
+  // Views of the sections (every section starts at a multiple of 8), on an aligned copy only when the file's buffer is not.
+  const blobs = sections(buf.byteOffset % 8 === 0 ? buf : Buffer.from(new Uint8Array(buf)), l, n);
   for (let i = 0; i < n; i++) if (blobs.pack[i]! < 0 || blobs.pack[i]! >= nPacks) return undefined;
   index.importArrays(packs, blobs);
   for (const f of files) index.files.add(f);

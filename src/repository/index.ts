@@ -224,9 +224,9 @@ export class MasterIndex {
   // ---- flat form (index-cache.ts) -----------------------------------------
 
   /** The packs (ID, end of blobs, holds data) and the blobs as flat arrays, pack numbers into that list. */
-  exportArrays(): { packs: { id: string; end: number; hasData: boolean }[]; blobs: IndexArrays } {
+  exportArrays(into?: IndexArrays): { packs: { id: string; end: number; hasData: boolean }[]; blobs: IndexArrays } {
     const n = this.#count;
-    const blobs: IndexArrays = {
+    const blobs: IndexArrays = into ?? {
       keys: new Uint32Array(n * WORDS),
       pack: new Int32Array(n),
       type: new Uint8Array(n),
@@ -235,16 +235,23 @@ export class MasterIndex {
       rawLength: new Float64Array(n),
       flags: new Int32Array(n),
     };
+    if (blobs.pack.length !== n || blobs.keys.length !== n * WORDS) throw new RangeError(`exportArrays: arrays for ${blobs.pack.length} blobs, the index has ${n}`);
+    const { keys, pack, type, offset, length, rawLength, flags } = blobs;
+    const k = this.#keys;
+    const p = this.#pack;
     let j = 0;
     for (let s = 0; s < this.#cap; s++) {
-      if (this.#pack[s] === -1) continue;
-      blobs.keys.set(this.#keys.subarray(s * WORDS, s * WORDS + WORDS), j * WORDS);
-      blobs.pack[j] = this.#pack[s]!;
-      blobs.type[j] = this.#type[s]!;
-      blobs.offset[j] = this.#offset[s]!;
-      blobs.length[j] = this.#length[s]!;
-      blobs.rawLength[j] = this.#rawLength[s]!;
-      blobs.flags[j] = this.#flags[s]!;
+      if (p[s] === -1) continue;
+      // Word by word: a subarray per slot would allocate ~100k views.
+      const a = s * WORDS;
+      const b = j * WORDS;
+      for (let w = 0; w < WORDS; w++) keys[b + w] = k[a + w]!;
+      pack[j] = p[s]!;
+      type[j] = this.#type[s]!;
+      offset[j] = this.#offset[s]!;
+      length[j] = this.#length[s]!;
+      rawLength[j] = this.#rawLength[s]!;
+      flags[j] = this.#flags[s]!;
       j++;
     }
     const packs = this.#packs.map((id, i) => ({ id, end: this.#packEnd[i]!, hasData: this.#packHasData[i]! }));

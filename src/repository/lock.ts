@@ -46,7 +46,8 @@ export class RepoLock {
     const now = new Date().toISOString();
     const info: LockInfo = { host: hostname(), pid: process.pid, exclusive, createdAt: now, refreshedAt: now, purpose };
     const key = `locks/${randomBytes(16).toString('hex')}`;
-    await storage.put(key, Buffer.from(JSON.stringify(info)), { ifNoneMatch: true });
+    // Not durable: a crash makes a lock stale anyway, and an unreadable one counts as stale.
+    await storage.put(key, Buffer.from(JSON.stringify(info)), { ifNoneMatch: true, durable: false });
     const lock = new RepoLock(storage, key, info);
     try {
       for (const other of await listLocks(storage)) {
@@ -72,7 +73,7 @@ export class RepoLock {
 
   async refresh(): Promise<void> {
     this.info.refreshedAt = new Date().toISOString();
-    await this.storage.put(this.key, Buffer.from(JSON.stringify(this.info)));
+    await this.storage.put(this.key, Buffer.from(JSON.stringify(this.info)), { durable: false });
   }
 
   async release(): Promise<void> {

@@ -80,7 +80,7 @@ export class LocalStorage implements Storage {
       tmpExists = true;
       try {
         await writeAll(fh, data);
-        await fh.sync();
+        if (options.durable !== false) await fh.sync();
       } finally {
         await fh.close();
       }
@@ -174,6 +174,7 @@ export class LocalStorage implements Storage {
     } else {
       await rename(tmp, final);
     }
+    if (options.durable === false) return;
     await fsyncDir(dir);
     if (created !== undefined) {
       // New directories must be durable too: fsync the parent of each one we created.

@@ -22,6 +22,12 @@ export interface ObjectInfo {
 export interface PutOptions {
   /** Conditional create: fail with AlreadyExistsError when the key exists. */
   ifNoneMatch?: boolean;
+  /**
+   * false: the object need not survive a crash of the machine (still atomic: readers see all of
+   * it or nothing). For locks, which a crash makes stale anyway: local storage skips its two
+   * fsyncs. Default true.
+   */
+  durable?: boolean;
 }
 
 export interface Storage {

@@ -1,7 +1,7 @@
 /**
  * Permafrost's native addon (engines/file/native/scan.c, built by `npm ci`
  * through node-gyp; see scripts/build-native.mjs): directory scans for the
- * backup walk, exact (nanosecond) file times for restores, the holes of sparse
+ * backup walk, xattrs of changed entries, exact (nanosecond) file times for restores, the holes of sparse
  * files (SEEK_DATA) so that backups do not read them, and plain memcpy/memset
  * for shared buffers (V8 copies into SharedArrayBuffers byte-safe and slowly).
  * Undefined when it was not built or PERMAFROST_NO_NATIVE=1; callers then use
@@ -14,6 +14,12 @@ import { fileURLToPath } from 'node:url';
 
 export interface Addon {
   scan(path: string): Promise<{ errno: number; names: Buffer; stats: Float64Array }>;
+  /**
+   * The xattrs of NUL-terminated paths (a symlink's own): per path the number of attributes or
+   * -errno; `data` holds them in order as u32 name length, name, u32 value length, value
+   * (host byte order). Absent in addons built before it.
+   */
+  xattrs?(paths: Uint8Array): Promise<{ counts: Int32Array; data: Buffer }>;
   FIELDS: number;
   /** futimens (fd) or utimensat (path; AT_SYMLINK_NOFOLLOW when nofollow): 0 or an errno. */
   setTimes(target: number | string, aSec: number, aNsec: number, mSec: number, mNsec: number, nofollow: boolean): number;

@@ -171,6 +171,16 @@ export function storageContract(name: string, makeStorage: () => Promise<Storage
       expect((await s.get('locks/excl')).toString()).toBe('fourth');
     }), timeout);
 
+    it('non-durable puts (locks) store, overwrite and conditionally create like durable ones', withStorage(async (s) => {
+      await s.put('locks/nd', Buffer.from('one'), { ifNoneMatch: true, durable: false });
+      const err = await s.put('locks/nd', Buffer.from('two'), { ifNoneMatch: true, durable: false }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AlreadyExistsError);
+      expect((await s.get('locks/nd')).toString()).toBe('one');
+      await s.put('locks/nd', Buffer.from('three'), { durable: false });
+      expect((await s.get('locks/nd')).toString()).toBe('three');
+      expect((await listAll(s, 'locks/')).map((o) => o.key)).toEqual(['locks/nd']);
+    }), timeout);
+
     it('conditional create: of racing creators exactly one wins', withStorage(async (s) => {
       for (let round = 0; round < 3; round++) {
         const key = `locks/race-${round}`;

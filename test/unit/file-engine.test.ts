@@ -8,6 +8,9 @@ import { PassThrough } from 'node:stream';
 import { backupTree } from '../../engines/file/backup.js';
 import { restoreTree } from '../../engines/file/restore.js';
 import { exportTar } from '../../engines/file/tar.js';
+import { readXattrsGetfattr, readXattrsNative } from '../../engines/file/xattr.js';
+import { addon } from '../../src/util/native.js';
+import { log } from '../../src/util/log.js';
 import { decodeTree, encodeTree, type TreeNode } from '../../engines/file/tree.js';
 import { IntegrityError, InterruptedError } from '../../src/errors.js';
 import { MemStore, memContext } from '../helpers/memstore.js';
@@ -547,5 +550,50 @@ describe('file engine: root-only metadata', () => {
     expect(dump(dst2)).toBe(dump(src));
     expect(dump(dst2)).toContain('user.new');
     expect(dump(dst2)).not.toContain('user.dir');
+  });
+
+  it('reads the xattrs of changed entries natively exactly as getfattr does', async (t) => {
+    if (!isRoot || !hasAttr || addon?.xattrs === undefined) {
+      console.warn(`skipped: needs root, the attr package and the native addon (root=${isRoot}, attr=${hasAttr}, addon xattrs=${addon?.xattrs !== undefined})`);
+      t.skip();
+      return;
+    }
+    const src = dir('xattr-native');
+    fs.writeFileSync(join(src, 'f'), 'x');
+    fs.writeFileSync(join(src, 'plain'), 'p');
+    fs.mkdirSync(join(src, 'd'));
+    fs.symlinkSync('f', join(src, 'l'));
+    fs.symlinkSync('nowhere', join(src, 'dangling'));
+    const weird = 'weird = name\\with\nnewline é';
+    fs.writeFileSync(join(src, weird), 'w');
+    if (spawnSync('setfattr', ['-n', 'user.probe', '-v', '1', join(src, 'plain')]).status !== 0) {
+      console.warn(`skipped: ${tmpdir()} does not support user xattrs`);
+      t.skip();
+      return;
+    }
+    execFileSync('setfattr', ['-x', 'user.probe', join(src, 'plain')]);
+    execFileSync('setfattr', ['-n', 'user.text', '-v', 'hello', join(src, 'f')]);
+    execFileSync('setfattr', ['-n', 'user.bin', '-v', '0sAAEC/w==', join(src, 'f')]);
+    execFileSync('setfattr', ['-n', 'user.empty', join(src, 'f')]);
+    execFileSync('setfattr', ['-n', 'user.big', '-v', '0x' + randomBytes(3000).toString('hex'), join(src, 'd')]);
+    for (let i = 0; i < 20; i++) execFileSync('setfattr', ['-n', `user.n${i}`, '-v', String(i), join(src, 'd')]);
+    execFileSync('setfattr', ['-n', 'user.root', '-v', 'on the root', src]);
+    execFileSync('setfattr', ['-h', '-n', 'trusted.link', '-v', 'on a symlink', join(src, 'l')]);
+    execFileSync('setfattr', ['-n', 'user.w', '-v', 'w', join(src, weird)]);
+    // A POSIX ACL (user 1234 may read), as setfacl would store it: version 2, then tag, permissions, id.
+    const acl = '02000000' + '01000600ffffffff' + '02000400d2040000' + '04000400ffffffff' + '10000400ffffffff' + '20000400ffffffff';
+    execFileSync('setfattr', ['-n', 'system.posix_acl_access', '-v', '0x' + acl, join(src, 'plain')]);
+    const paths = ['', 'f', 'plain', 'd', 'l', 'dangling', weird, 'vanished', 'f/not-a-dir'];
+    const native = await readXattrsNative(src, paths, log);
+    const tool = await readXattrsGetfattr(src, paths, log);
+    expect(native).toEqual(tool);
+    expect(native.get('f')).toEqual({ 'user.bin': 'AAEC/w==', 'user.empty': '', 'user.text': Buffer.from('hello').toString('base64') });
+    expect(native.get('l')).toEqual({ 'trusted.link': Buffer.from('on a symlink').toString('base64') });
+    expect(Object.keys(native.get('d')!)).toHaveLength(21);
+    expect(Buffer.from(native.get('d')!['user.big']!, 'base64')).toHaveLength(3000);
+    expect(native.get('')).toEqual({ 'user.root': Buffer.from('on the root').toString('base64') });
+    expect(native.has('dangling')).toBe(false);
+    expect(native.has('vanished')).toBe(false);
+    expect(native.get('plain')).toHaveProperty(['system.posix_acl_access']);
   });
 });

@@ -14,7 +14,8 @@
  * field 0 is the entry's lstat errno, 0 when it succeeded). Every value fits
  * a double exactly; the inode number is split into two 32-bit halves.
  *
- * Also: setTimes (exact restore times), seekData (the holes of sparse files,
+ * Also: xattrs (the extended attributes of some paths, on the thread pool:
+ * incrementals read those of their changed entries), setTimes (exact restore times), seekData (the holes of sparse files,
  * so that backups do not read them), copy and zero (memcpy/memset on typed
  * arrays: V8 moves bytes of SharedArrayBuffers with slower relaxed atomics).
  */
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -314,10 +316,187 @@ static napi_value zero_bytes(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * xattrs(paths) -> Promise<{ counts: Int32Array, data: Buffer }>
+ *
+ * paths: NUL-terminated paths back to back (a symlink's own attributes are
+ * read: llistxattr/lgetxattr). counts[i]: how many attributes path i has, or
+ * -errno when they could not be read (ENOTSUP and ENODATA count as none).
+ * data: the attributes of every path in order, each as u32 name length, the
+ * name, u32 value length, the value (host byte order).
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char *paths;
+  size_t paths_len;
+  size_t n;
+  int32_t *counts;
+  uint8_t *data;
+  size_t data_len, data_cap;
+  int err;
+} xattrs_t;
+
+static int put_bytes(xattrs_t *x, const void *p, size_t len) {
+  if (x->data_len + len > x->data_cap) {
+    size_t cap = x->data_cap ? x->data_cap * 2 : 4096;
+    while (cap < x->data_len + len) cap *= 2;
+    uint8_t *q = realloc(x->data, cap);
+    if (!q) return -1;
+    x->data = q;
+    x->data_cap = cap;
+  }
+  memcpy(x->data + x->data_len, p, len);
+  x->data_len += len;
+  return 0;
+}
+
+/* llistxattr/lgetxattr into a growing buffer (the size can change between the two calls: ERANGE, again). */
+static ssize_t read_list(const char *path, char **buf, size_t *cap) {
+  for (int tries = 0; tries < 8; tries++) {
+    ssize_t want = llistxattr(path, NULL, 0);
+    if (want <= 0) return want;
+    if ((size_t)want > *cap) {
+      char *p = realloc(*buf, want);
+      if (!p) { errno = ENOMEM; return -1; }
+      *buf = p;
+      *cap = want;
+    }
+    ssize_t got = llistxattr(path, *buf, *cap);
+    if (got >= 0 || errno != ERANGE) return got;
+  }
+  errno = ERANGE;
+  return -1;
+}
+
+static ssize_t read_value(const char *path, const char *name, char **buf, size_t *cap) {
+  for (int tries = 0; tries < 8; tries++) {
+    ssize_t want = lgetxattr(path, name, NULL, 0);
+    if (want < 0) return want;
+    if (want == 0) return 0;
+    if ((size_t)want > *cap) {
+      char *p = realloc(*buf, want);
+      if (!p) { errno = ENOMEM; return -1; }
+      *buf = p;
+      *cap = want;
+    }
+    ssize_t got = lgetxattr(path, name, *buf, *cap);
+    if (got >= 0 || errno != ERANGE) return got;
+  }
+  errno = ERANGE;
+  return -1;
+}
+
+static void xattrs_execute(napi_env env, void *data) {
+  (void)env;
+  xattrs_t *x = data;
+  char *list = NULL, *value = NULL;
+  size_t list_cap = 0, value_cap = 0;
+  const char *path = x->paths;
+  for (size_t i = 0; i < x->n; i++, path += strlen(path) + 1) {
+    ssize_t len = read_list(path, &list, &list_cap);
+    if (len < 0) {
+      x->counts[i] = (errno == ENOTSUP || errno == ENODATA) ? 0 : -errno;
+      continue;
+    }
+    size_t mark = x->data_len;
+    int32_t count = 0;
+    for (ssize_t o = 0; o < len;) {
+      const char *name = list + o;
+      size_t nlen = strnlen(name, len - o);
+      o += nlen + 1;
+      if (nlen == 0) continue;
+      ssize_t vlen = read_value(path, name, &value, &value_cap);
+      if (vlen < 0) {
+        if (errno == ENODATA) continue; /* removed between the list and the read */
+        count = -errno;
+        break;
+      }
+      uint32_t nl = (uint32_t)nlen, vl = (uint32_t)vlen;
+      if (put_bytes(x, &nl, 4) || put_bytes(x, name, nlen) || put_bytes(x, &vl, 4) || put_bytes(x, value, vlen)) {
+        x->err = ENOMEM;
+        goto out;
+      }
+      count++;
+    }
+    if (count < 0) x->data_len = mark;
+    x->counts[i] = count;
+  }
+out:
+  free(list);
+  free(value);
+}
+
+static void xattrs_release(xattrs_t *x) {
+  free(x->paths);
+  free(x->counts);
+  free(x->data);
+  free(x);
+}
+
+static void xattrs_complete(napi_env env, napi_status status, void *data) {
+  xattrs_t *x = data;
+  napi_value result, v, ab, ta;
+  void *buf;
+  if (status != napi_ok || x->err) goto fail;
+  if (napi_create_object(env, &result) != napi_ok) goto fail;
+  if (napi_create_arraybuffer(env, x->n * sizeof(int32_t), &buf, &ab) != napi_ok) goto fail;
+  if (x->n) memcpy(buf, x->counts, x->n * sizeof(int32_t));
+  if (napi_create_typedarray(env, napi_int32_array, x->n, ab, 0, &ta) != napi_ok) goto fail;
+  napi_set_named_property(env, result, "counts", ta);
+  if (napi_create_buffer_copy(env, x->data_len, x->data_len ? (void *)x->data : (void *)"", NULL, &v) != napi_ok) goto fail;
+  napi_set_named_property(env, result, "data", v);
+  napi_resolve_deferred(env, x->deferred, result);
+  napi_delete_async_work(env, x->work);
+  xattrs_release(x);
+  return;
+fail : {
+  napi_value msg, err;
+  napi_create_string_utf8(env, x->err == ENOMEM ? "pfscan: out of memory reading xattrs" : "pfscan: cannot build the xattr result", NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, NULL, msg, &err);
+  napi_reject_deferred(env, x->deferred, err);
+  napi_delete_async_work(env, x->work);
+  xattrs_release(x);
+}
+}
+
+static napi_value xattrs(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], promise, name;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  uint8_t *bytes;
+  size_t len;
+  if (argc < 1 || !bytes_of(env, argv[0], &bytes, &len) || (len > 0 && bytes[len - 1] != 0)) {
+    napi_throw_type_error(env, NULL, "xattrs(paths): paths must be NUL-terminated paths in a Uint8Array");
+    return NULL;
+  }
+  xattrs_t *x = calloc(1, sizeof(*x));
+  if (!x || !(x->paths = malloc(len ? len : 1))) {
+    free(x);
+    napi_throw_error(env, NULL, "pfscan: out of memory");
+    return NULL;
+  }
+  memcpy(x->paths, bytes, len);
+  x->paths_len = len;
+  for (size_t i = 0; i < len; i++) if (bytes[i] == 0) x->n++;
+  if (!(x->counts = calloc(x->n ? x->n : 1, sizeof(int32_t)))) {
+    xattrs_release(x);
+    napi_throw_error(env, NULL, "pfscan: out of memory");
+    return NULL;
+  }
+  napi_create_promise(env, &x->deferred, &promise);
+  napi_create_string_utf8(env, "pfxattrs", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, xattrs_execute, xattrs_complete, x, &x->work);
+  napi_queue_async_work(env, x->work);
+  return promise;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn, fields;
   napi_create_function(env, "scan", NAPI_AUTO_LENGTH, scan, NULL, &fn);
   napi_set_named_property(env, exports, "scan", fn);
+  napi_create_function(env, "xattrs", NAPI_AUTO_LENGTH, xattrs, NULL, &fn);
+  napi_set_named_property(env, exports, "xattrs", fn);
   napi_create_function(env, "setTimes", NAPI_AUTO_LENGTH, set_times, NULL, &fn);
   napi_set_named_property(env, exports, "setTimes", fn);
   napi_create_function(env, "seekData", NAPI_AUTO_LENGTH, seek_data, NULL, &fn);
