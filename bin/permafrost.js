@@ -13,18 +13,23 @@
 // (V8's default factor lets it reach 90 MiB of mostly garbage on the bench
 // dataset's full backup: peak RSS 405 → 346 MiB, 39 → 57 full GCs).
 // Entry point: the only place that turns an error into an exit code.
-// Runs the compiled CLI (npm run build → dist/); falls back to the TypeScript
-// sources through tsx in a development checkout.
-import { existsSync } from 'node:fs';
+// Runs the compiled CLI (npm run build → dist/): the bundle (scripts/bundle.mjs)
+// unless a later tsc run left it behind, else the compiled modules; falls back
+// to the TypeScript sources through tsx in a development checkout.
+import { existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+const bundle = new URL('../dist/permafrost.mjs', import.meta.url);
 const built = new URL('../dist/src/cli/run.js', import.meta.url);
+const mtime = (u) => statSync(fileURLToPath(u), { throwIfNoEntry: false })?.mtimeMs;
 let runCli;
-if (existsSync(fileURLToPath(built)) && !process.env.PERMAFROST_FROM_SOURCE) {
-  ({ runCli } = await import(built.href));
-} else {
+if (process.env.PERMAFROST_FROM_SOURCE || !existsSync(fileURLToPath(built))) {
   const { register } = await import('tsx/esm/api');
   register();
   ({ runCli } = await import(new URL('../src/cli/run.ts', import.meta.url).href));
+} else if ((mtime(bundle) ?? -1) >= mtime(built)) {
+  ({ runCli } = await import(bundle.href));
+} else {
+  ({ runCli } = await import(built.href));
 }
 process.exitCode = await runCli(process.argv.slice(2));

@@ -182,15 +182,18 @@ function buildPermafrost(mode: Options['pfBuild'], logDir: string): Build {
   const runJs = join(outDir, 'src/cli/run.js');
   if (!existsSync(runJs)) return { error: `tsc produced no ${runJs} (exit ${r.status}): ${out.trim().slice(-600)}`, seconds, typeErrors };
   if (typeErrors) log(`  tsc reported ${typeErrors} type errors (code emitted anyway; see ${join(logDir, 'tsc.log')})`);
+  // Then the bundle bin/permafrost.js runs (scripts/bundle.mjs), as `npm run build` makes it.
+  const b = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts/bundle.mjs'), outDir], { cwd: REPO_ROOT, encoding: 'utf8' });
+  if (b.status !== 0) return { error: `scripts/bundle.mjs failed (exit ${b.status}): ${`${b.stdout ?? ''}${b.stderr ?? ''}`.trim().slice(-600)}`, seconds: (performance.now() - t0) / 1000, typeErrors };
   const native = nativeOf(outDir);
   if (mode === 'dist') return { entry: { exe: bin, env: {}, describe: `compiled into dist/ (--pf-build dist); ${native}`, repoRoot: REPO_ROOT }, seconds, typeErrors };
-  const shim = join(outDir, 'permafrost.mjs');
+  const shim = join(outDir, 'entry.mjs');
   // Same as bin/permafrost.js, bound to this build (dist/ is left alone: a stale
   // dist/ would shadow the sources for everyone else running bin/permafrost.js).
   // Its first line is bin/permafrost.js's #! line: the same runtime options.
   const shebang = readFileSync(bin, 'utf8').split('\n', 1)[0]!;
-  writeFileSync(shim, `${shebang}\nimport { runCli } from './src/cli/run.js';\nprocess.exitCode = await runCli(process.argv.slice(2));\n`, { mode: 0o755 });
-  return { entry: { exe: shim, env: {}, describe: `compiled with tsc -p tsconfig.build.json into scripts/bench/.build/<pid>; ${native}`, repoRoot: REPO_ROOT }, seconds, typeErrors };
+  writeFileSync(shim, `${shebang}\nimport { runCli } from './permafrost.mjs';\nprocess.exitCode = await runCli(process.argv.slice(2));\n`, { mode: 0o755 });
+  return { entry: { exe: shim, env: {}, describe: `compiled with tsc -p tsconfig.build.json and bundled (scripts/bundle.mjs) into scripts/bench/.build/<pid>; ${native}`, repoRoot: REPO_ROOT }, seconds, typeErrors };
 }
 
 /**

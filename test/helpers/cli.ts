@@ -3,7 +3,8 @@
  * stdout, stderr and the exit code.
  *
  * Which CLI:
- *   - default: the compiled sources (tsc -p tsconfig.build.json) in a private build directory
+ *   - default: the compiled sources (tsc -p tsconfig.build.json, then scripts/bundle.mjs, as
+ *     `npm run build` does) in a private build directory
  *     under node_modules/.cache/permafrost-cli-test/ (never dist/: bin/permafrost.js prefers dist/,
  *     and a stale dist/ would hide other engineers' source edits). The build is redone when a
  *     source under src/ or engines/ is newer than the last build; parallel test files share it
@@ -65,7 +66,7 @@ export function sourceFingerprint(): string {
     }
   };
   for (const d of ['src', 'engines']) walk(join(ROOT, d));
-  for (const f of ['tsconfig.json', 'tsconfig.build.json']) {
+  for (const f of ['tsconfig.json', 'tsconfig.build.json', 'scripts/bundle.mjs']) {
     const st = statSync(join(ROOT, f));
     newest = Math.max(newest, st.mtimeMs);
     bytes += st.size;
@@ -133,6 +134,14 @@ function tsc(outDir: string): Promise<{ code: number; output: string }> {
   });
 }
 
+function bundle(outDir: string): Promise<{ code: number; output: string }> {
+  return new Promise((res) => {
+    execFile(process.execPath, [join(ROOT, 'scripts/bundle.mjs'), outDir], { cwd: ROOT, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
+      res({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, output: stdout + stderr }),
+    );
+  });
+}
+
 let entry: string | undefined;
 
 /**
@@ -160,9 +169,12 @@ export async function prepareCli(): Promise<string> {
     if (!existsSync(join(dir, 'src/cli/run.js'))) throw new Error(`tsc -p tsconfig.build.json failed (exit ${r.code}):\n${r.output.slice(-4000)}`);
     if (r.code !== 0) console.warn(`[cli helper] tsc reported errors (the build was emitted anyway):\n${r.output.slice(-2000)}`);
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module' }));
+    // The bundle, as `npm run build` makes it for bin/permafrost.js: the tests run what operators run.
+    const b = await bundle(dir);
+    if (b.code !== 0) throw new Error(`scripts/bundle.mjs failed (exit ${b.code}):\n${b.output.slice(-4000)}`);
     writeFileSync(
       join(dir, 'entry.mjs'),
-      "// Same as bin/permafrost.js, for this private build.\nimport { runCli } from './src/cli/run.js';\nprocess.exitCode = await runCli(process.argv.slice(2));\n",
+      "// Same as bin/permafrost.js, for this private build.\nimport { runCli } from './permafrost.mjs';\nprocess.exitCode = await runCli(process.argv.slice(2));\n",
     );
     const tmp = `${CURRENT}.tmp-${process.pid}`;
     writeFileSync(tmp, JSON.stringify({ dir, fingerprint: fp, builtAt: new Date().toISOString(), runner: process.ppid } satisfies BuildInfo));
