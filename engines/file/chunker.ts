@@ -168,67 +168,82 @@ export class Chunker {
     const base = buf.byteOffset;
     // Inside a long zero run h sits at zeroH; when that cannot cut, the rest of the run is skipped (exact).
     const zeroSkip = (this.zeroH & mask) !== 0;
-    if (littleEndian && stop - i >= 64) {
-      while (((base + i) & 3) !== 0) {
-        h = ((h << 1) + gear[buf[i++]!]!) | 0;
-        if ((h & mask) === 0) {
-          this.h = h;
-          return i;
-        }
-      }
-      const w0 = (base + i) >> 2;
-      const w1 = (base + stop) >> 2;
-      const words = new Int32Array(buf.buffer, 0, buf.buffer.byteLength >> 2);
-      for (let j = w0; j < w1; j++) {
-        const w = words[j]!;
-        if (w === 0 && zeroSkip) {
-          const p = (j << 2) - base;
-          const end = zeroRunEnd(buf, p, stop);
-          if (end - p >= 64) {
-            for (let q = p; q < p + 32; q++) {
-              h = ((h << 1) + gear[0]!) | 0;
-              if ((h & mask) === 0) {
-                this.h = h;
-                return q + 1;
-              }
-            }
-            // h === zeroH now and stays there until the run ends.
-            j = ((base + end) >> 2) - 1;
-            continue;
+    // One exit, after the block: a cut breaks out to it. Optimized while its first long loop
+    // runs, a thread's code would otherwise meet each cut's own store and arithmetic without
+    // type feedback and be thrown away and compiled again for each (about 7 times per thread).
+    let at = -1;
+    scan: {
+      if (littleEndian && stop - i >= 64) {
+        while (((base + i) & 3) !== 0) {
+          h = ((h << 1) + gear[buf[i++]!]!) | 0;
+          if ((h & mask) === 0) {
+            at = i;
+            break scan;
           }
         }
-        h = ((h << 1) + gear[w & 255]!) | 0;
-        if ((h & mask) === 0) {
-          this.h = h;
-          return (j << 2) - base + 1;
+        const w0 = (base + i) >> 2;
+        const w1 = (base + stop) >> 2;
+        const words = new Int32Array(buf.buffer, 0, buf.buffer.byteLength >> 2);
+        /** Byte (1-4) of word j after which the hash cut. */
+        let k = 0;
+        let j = w0;
+        for (; j < w1; j++) {
+          const w = words[j]!;
+          if (w === 0 && zeroSkip) {
+            const p = (j << 2) - base;
+            const end = zeroRunEnd(buf, p, stop);
+            if (end - p >= 64) {
+              let q = p;
+              for (; q < p + 32; q++) {
+                h = ((h << 1) + gear[0]!) | 0;
+                if ((h & mask) === 0) break;
+              }
+              if (q < p + 32) {
+                at = q + 1;
+                break scan;
+              }
+              // h === zeroH now and stays there until the run ends.
+              j = ((base + end) >> 2) - 1;
+              continue;
+            }
+          }
+          h = ((h << 1) + gear[w & 255]!) | 0;
+          if ((h & mask) === 0) {
+            k = 1;
+            break;
+          }
+          h = ((h << 1) + gear[(w >>> 8) & 255]!) | 0;
+          if ((h & mask) === 0) {
+            k = 2;
+            break;
+          }
+          h = ((h << 1) + gear[(w >>> 16) & 255]!) | 0;
+          if ((h & mask) === 0) {
+            k = 3;
+            break;
+          }
+          h = ((h << 1) + gear[w >>> 24]!) | 0;
+          if ((h & mask) === 0) {
+            k = 4;
+            break;
+          }
         }
-        h = ((h << 1) + gear[(w >>> 8) & 255]!) | 0;
-        if ((h & mask) === 0) {
-          this.h = h;
-          return (j << 2) - base + 2;
+        if (k !== 0) {
+          at = (j << 2) - base + k;
+          break scan;
         }
-        h = ((h << 1) + gear[(w >>> 16) & 255]!) | 0;
-        if ((h & mask) === 0) {
-          this.h = h;
-          return (j << 2) - base + 3;
-        }
-        h = ((h << 1) + gear[w >>> 24]!) | 0;
-        if ((h & mask) === 0) {
-          this.h = h;
-          return (j << 2) - base + 4;
-        }
+        i = (w1 << 2) - base;
       }
-      i = (w1 << 2) - base;
-    }
-    for (; i < stop; i++) {
-      h = ((h << 1) + gear[buf[i]!]!) | 0;
-      if ((h & mask) === 0) {
-        this.h = h;
-        return i + 1;
+      for (; i < stop; i++) {
+        h = ((h << 1) + gear[buf[i]!]!) | 0;
+        if ((h & mask) === 0) {
+          at = i + 1;
+          break scan;
+        }
       }
     }
     this.h = h;
-    return -1;
+    return at;
   }
 }
 
