@@ -126,6 +126,34 @@ static void execute(napi_env env, void *data) {
   closedir(d);
 }
 
+/* A typed array of n elements of elem bytes each, copied from src. */
+static bool typed_copy(napi_env env, napi_typedarray_type type, const void *src, size_t n, size_t elem, napi_value *out) {
+  napi_value ab;
+  void *buf;
+  if (napi_create_arraybuffer(env, n * elem, &buf, &ab) != napi_ok) return false;
+  if (n) memcpy(buf, src, n * elem);
+  return napi_create_typedarray(env, type, n, ab, 0, out) == napi_ok;
+}
+
+/* Settles an async call's promise with an Error carrying message. */
+static void reject(napi_env env, napi_deferred deferred, const char *message) {
+  napi_value msg, err;
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, NULL, msg, &err);
+  napi_reject_deferred(env, deferred, err);
+}
+
+/* Queues execute on the libuv pool and returns the promise that complete settles. */
+static napi_value start(napi_env env, const char *label, napi_async_execute_callback execute, napi_async_complete_callback complete,
+                        void *data, napi_deferred *deferred, napi_async_work *work) {
+  napi_value promise, name;
+  napi_create_promise(env, deferred, &promise);
+  napi_create_string_utf8(env, label, NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, execute, complete, data, work);
+  napi_queue_async_work(env, *work);
+  return promise;
+}
+
 static void release(scan_t *s) {
   free(s->path);
   free(s->names);
@@ -135,36 +163,24 @@ static void release(scan_t *s) {
 
 static void complete(napi_env env, napi_status status, void *data) {
   scan_t *s = data;
-  napi_value result, v, ab, ta;
-  void *buf;
+  napi_value result, v;
   if (status != napi_ok) s->err = s->err ? s->err : EINTR;
-  if (napi_create_object(env, &result) != napi_ok) goto fail;
-  napi_create_int32(env, s->err, &v);
-  napi_set_named_property(env, result, "errno", v);
-  if (napi_create_buffer_copy(env, s->err ? 0 : s->names_len, s->names, NULL, &v) != napi_ok) goto fail;
-  napi_set_named_property(env, result, "names", v);
   size_t n = s->err ? 0 : s->count * FIELDS;
-  if (napi_create_arraybuffer(env, n * sizeof(double), &buf, &ab) != napi_ok) goto fail;
-  if (n) memcpy(buf, s->stats, n * sizeof(double));
-  if (napi_create_typedarray(env, napi_float64_array, n, ab, 0, &ta) != napi_ok) goto fail;
-  napi_set_named_property(env, result, "stats", ta);
-  napi_resolve_deferred(env, s->deferred, result);
+  bool ok = napi_create_object(env, &result) == napi_ok && napi_create_int32(env, s->err, &v) == napi_ok &&
+            napi_set_named_property(env, result, "errno", v) == napi_ok &&
+            napi_create_buffer_copy(env, s->err ? 0 : s->names_len, s->names, NULL, &v) == napi_ok &&
+            napi_set_named_property(env, result, "names", v) == napi_ok &&
+            typed_copy(env, napi_float64_array, s->stats, n, sizeof(double), &v) &&
+            napi_set_named_property(env, result, "stats", v) == napi_ok;
+  if (ok) napi_resolve_deferred(env, s->deferred, result);
+  else reject(env, s->deferred, "pfscan: cannot build the result");
   napi_delete_async_work(env, s->work);
   release(s);
-  return;
-fail : {
-  napi_value msg, err;
-  napi_create_string_utf8(env, "pfscan: cannot build the result", NAPI_AUTO_LENGTH, &msg);
-  napi_create_error(env, NULL, msg, &err);
-  napi_reject_deferred(env, s->deferred, err);
-  napi_delete_async_work(env, s->work);
-  release(s);
-}
 }
 
 static napi_value scan(napi_env env, napi_callback_info info) {
   size_t argc = 1;
-  napi_value argv[1], promise, name;
+  napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   size_t len;
   if (argc < 1 || napi_get_value_string_utf8(env, argv[0], NULL, 0, &len) != napi_ok) {
@@ -183,11 +199,7 @@ static napi_value scan(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "scan(path): path contains a NUL byte");
     return NULL;
   }
-  napi_create_promise(env, &s->deferred, &promise);
-  napi_create_string_utf8(env, "pfscan", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, execute, complete, s, &s->work);
-  napi_queue_async_work(env, s->work);
-  return promise;
+  return start(env, "pfscan", execute, complete, s, &s->deferred, &s->work);
 }
 
 /*
@@ -436,33 +448,21 @@ static void xattrs_release(xattrs_t *x) {
 
 static void xattrs_complete(napi_env env, napi_status status, void *data) {
   xattrs_t *x = data;
-  napi_value result, v, ab, ta;
-  void *buf;
-  if (status != napi_ok || x->err) goto fail;
-  if (napi_create_object(env, &result) != napi_ok) goto fail;
-  if (napi_create_arraybuffer(env, x->n * sizeof(int32_t), &buf, &ab) != napi_ok) goto fail;
-  if (x->n) memcpy(buf, x->counts, x->n * sizeof(int32_t));
-  if (napi_create_typedarray(env, napi_int32_array, x->n, ab, 0, &ta) != napi_ok) goto fail;
-  napi_set_named_property(env, result, "counts", ta);
-  if (napi_create_buffer_copy(env, x->data_len, x->data_len ? (void *)x->data : (void *)"", NULL, &v) != napi_ok) goto fail;
-  napi_set_named_property(env, result, "data", v);
-  napi_resolve_deferred(env, x->deferred, result);
+  napi_value result, v;
+  bool ok = status == napi_ok && !x->err && napi_create_object(env, &result) == napi_ok &&
+            typed_copy(env, napi_int32_array, x->counts, x->n, sizeof(int32_t), &v) &&
+            napi_set_named_property(env, result, "counts", v) == napi_ok &&
+            napi_create_buffer_copy(env, x->data_len, x->data_len ? (void *)x->data : (void *)"", NULL, &v) == napi_ok &&
+            napi_set_named_property(env, result, "data", v) == napi_ok;
+  if (ok) napi_resolve_deferred(env, x->deferred, result);
+  else reject(env, x->deferred, x->err == ENOMEM ? "pfscan: out of memory reading xattrs" : "pfscan: cannot build the xattr result");
   napi_delete_async_work(env, x->work);
   xattrs_release(x);
-  return;
-fail : {
-  napi_value msg, err;
-  napi_create_string_utf8(env, x->err == ENOMEM ? "pfscan: out of memory reading xattrs" : "pfscan: cannot build the xattr result", NAPI_AUTO_LENGTH, &msg);
-  napi_create_error(env, NULL, msg, &err);
-  napi_reject_deferred(env, x->deferred, err);
-  napi_delete_async_work(env, x->work);
-  xattrs_release(x);
-}
 }
 
 static napi_value xattrs(napi_env env, napi_callback_info info) {
   size_t argc = 1;
-  napi_value argv[1], promise, name;
+  napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   uint8_t *bytes;
   size_t len;
@@ -484,11 +484,7 @@ static napi_value xattrs(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "pfscan: out of memory");
     return NULL;
   }
-  napi_create_promise(env, &x->deferred, &promise);
-  napi_create_string_utf8(env, "pfxattrs", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, xattrs_execute, xattrs_complete, x, &x->work);
-  napi_queue_async_work(env, x->work);
-  return promise;
+  return start(env, "pfxattrs", xattrs_execute, xattrs_complete, x, &x->deferred, &x->work);
 }
 
 static napi_value init(napi_env env, napi_value exports) {
